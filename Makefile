@@ -1,0 +1,62 @@
+# cloudworker: `make demo` and `make test` are all a newcomer needs (see README.md).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+
+.PHONY: demo test check up down bench soak venv clean
+
+## The virtual environment: created once, reinstalled when a requirements file changes.
+$(PY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+
+$(RUNTIME_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(RUNTIME_STAMP)
+
+venv: $(RUNTIME_STAMP)
+
+## The local stack: a local AWS endpoint (moto) on loopback, provisioned, and a worker.
+up: $(RUNTIME_STAMP)
+	@$(PY) -m deploy local up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m deploy local down; fi
+
+## The demo: stats of examples/input.txt, examples/image.jpg to output_image.jpg.
+## It stops the stack afterwards only if it started it.
+demo: $(RUNTIME_STAMP)
+	@was_up=0; $(PY) -m deploy local running && was_up=1; \
+	 $(PY) -m deploy local up || exit 1; \
+	 set -a; . ./.run/env; set +a; status=0; \
+	 echo "== python -m client stats examples/input.txt"; \
+	 $(PY) -m client stats examples/input.txt || status=$$?; \
+	 echo "== python -m client grayscale examples/image.jpg -o output_image.jpg"; \
+	 $(PY) -m client grayscale examples/image.jpg -o output_image.jpg || status=$$?; \
+	 if [ $$was_up = 0 ]; then $(PY) -m deploy local down; fi; \
+	 exit $$status
+
+## The whole suite: lint and types, then unit and integration tests (which start
+## their own endpoint and workers and stop them).
+test: $(DEV_STAMP) check
+	$(PY) -m pytest
+
+check: $(DEV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+
+bench: $(DEV_STAMP)
+	$(PY) -m bench
+
+clean: down
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache output_image.*

@@ -1,0 +1,1 @@
+"""Putting cloudworker somewhere: the provisioning step and the local stack."""

@@ -1,0 +1,229 @@
+"""The local stack: an AWS endpoint and a worker on this machine (``make up``/``make down``).
+
+``up`` starts moto's standalone server (a real HTTP server speaking SQS, S3 and
+SNS) on loopback, provisions the queues and the bucket through
+:mod:`deploy.provision`, starts one worker in the background and writes
+``.run/env``: ``export NAME=value`` lines with everything a shell needs to use
+the stack. Logs and pid files live in ``.run/`` too. ``up`` is idempotent: it
+starts only what is not running. ``down`` stops exactly what ``up`` started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from config import Settings
+from deploy.provision import provision
+
+__all__ = ["Stack", "down", "up"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The local stack's fixed settings; a short visibility timeout makes redelivery observable.
+LOCAL_SETTINGS = {
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # moto accepts any key; these are placeholders, not credentials.
+    "AWS_ACCESS_KEY_ID": "local-testing",
+    "AWS_SECRET_ACCESS_KEY": "local-testing",
+    "CLOUDWORKER_REGION": "us-east-1",
+    "CLOUDWORKER_BUCKET": "cloudworker-local",
+    "CLOUDWORKER_QUEUE_PREFIX": "cloudworker-local-",
+    "CLOUDWORKER_TASK_QUEUE": "tasks",
+    "CLOUDWORKER_VISIBILITY_TIMEOUT": "30",
+}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where a local stack keeps its state."""
+
+    run_dir: Path
+
+    @property
+    def env_file(self) -> Path:
+        return self.run_dir / "env"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        """The pid of process ``name`` if it is running."""
+        try:
+            pid = int(self.pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid if not _is_zombie(pid) else None
+
+    def read_env(self) -> dict[str, str]:
+        """The variables of ``.run/env``."""
+        env: dict[str, str] = {}
+        if not self.env_file.exists():
+            return env
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("export ") and "=" in line:
+                name, _, value = line[len("export ") :].partition("=")
+                env[name] = shlex.split(value)[0] if value else ""
+        return env
+
+
+def default_stack() -> Stack:
+    return Stack(Path(os.environ.get("CLOUDWORKER_RUN_DIR", ROOT / ".run")))
+
+
+def up(stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2) -> dict[str, str]:
+    """Start what is not running; return the stack's environment."""
+    stack = stack or default_stack()
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(LOCAL_SETTINGS)
+    port = _port_of(stack.read_env().get("AWS_ENDPOINT_URL", ""))
+    restarted = False
+    if stack.pid("moto") is None or port is None:
+        port = port if port is not None and _port_free(port) else _free_port()
+        _start(
+            stack,
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            os.environ,
+        )
+        restarted = True
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    _wait_for_endpoint(env["AWS_ENDPOINT_URL"], stack)
+    settings = Settings.from_env(env)
+    provision(settings, sqs=_client("sqs", env), s3=_client("s3", env))
+    _write_env(stack, env)
+    process_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    for index in range(1, workers + 1):
+        name = f"worker{index}"
+        if restarted and stack.pid(name) is not None:
+            _stop(stack, name)
+        if stack.pid(name) is None:
+            _start(stack, name, worker_command(name, concurrency), process_env)
+    return env
+
+
+def worker_command(name: str, concurrency: int) -> list[str]:
+    """The command line of a local worker."""
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
+    ]  # fmt: skip
+
+
+def down(stack: Stack | None = None) -> list[str]:
+    """Stop every process ``up`` started (workers first); return their names."""
+    stack = stack or default_stack()
+    if not stack.run_dir.exists():
+        return []
+    names = sorted(p.stem for p in stack.run_dir.glob("*.pid"))
+    ordered = [n for n in names if n != "moto"] + [n for n in names if n == "moto"]
+    for name in ordered:
+        _stop(stack, name)
+    return ordered
+
+
+def _start(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) -> None:
+    with stack.log_file(name).open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack.pid_file(name).write_text(f"{process.pid}\n")
+
+
+def _stop(stack: Stack, name: str, grace: float = 20.0) -> None:
+    pid = stack.pid(name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and stack.pid(name) is not None:
+            time.sleep(0.1)
+        if stack.pid(name) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    stack.pid_file(name).unlink(missing_ok=True)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _write_env(stack: Stack, env: Mapping[str, str]) -> None:
+    lines = ["# The local cloudworker stack; `. .run/env` to use it from a shell."]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    stack.env_file.write_text("\n".join(lines) + "\n")
+
+
+def _client(service: str, env: Mapping[str, str]) -> object:
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).client(
+        service,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}),
+    )
+
+
+def _wait_for_endpoint(url: str, stack: Stack, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
+                return
+        except OSError:
+            if stack.pid("moto") is None:
+                break
+            time.sleep(0.2)
+    tail = stack.log_file("moto").read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"the local AWS endpoint did not start at {url}:\n{tail}")
+
+
+def _port_of(url: str) -> int | None:
+    _, _, port = url.rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -1,0 +1,118 @@
+"""The provisioning step: the queues and the bucket cloudworker needs, created explicitly.
+
+Shared by the local stack (``make up``) and by deployments that do not use the
+CloudFormation template. Idempotent: running it again brings existing
+resources to the configured attributes. Queues are never created as a side
+effect of the first message (see :mod:`tasks.transport`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from config import Settings
+
+__all__ = ["Provisioned", "dead_letter_queue_name", "provision"]
+
+#: Receives before a task message is moved to the dead-letter queue.
+MAX_RECEIVE_COUNT = 5
+#: Days an unconsumed claim-check payload is kept.
+PAYLOAD_EXPIRY_DAYS = 1
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What the provisioning step created or updated."""
+
+    bucket: str
+    task_queue_url: str
+    dead_letter_queue_url: str
+
+
+def dead_letter_queue_name(settings: Settings) -> str:
+    """The SQS name of the task queue's dead-letter queue."""
+    return f"{settings.task_queue_name}-dlq"
+
+
+def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
+    """Create or update the bucket, the task queue and its dead-letter queue."""
+    _ensure_bucket(s3, settings)
+    dlq_url = _ensure_queue(
+        sqs, dead_letter_queue_name(settings), {"MessageRetentionPeriod": "1209600"}
+    )
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    task_url = _ensure_queue(
+        sqs,
+        settings.task_queue_name,
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout),
+            "ReceiveMessageWaitTimeSeconds": str(settings.wait_seconds),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+        },
+    )
+    return Provisioned(settings.bucket, task_url, dlq_url)
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    try:
+        url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if "NonExistentQueue" not in str(exc) and "QueueDoesNotExist" not in str(exc):
+            raise
+        created: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        return created
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _ensure_bucket(s3: Any, settings: Settings) -> None:
+    bucket = settings.bucket
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        create: dict[str, Any] = {"Bucket": bucket}
+        if settings.region != "us-east-1":
+            create["CreateBucketConfiguration"] = {"LocationConstraint": settings.region}
+        s3.create_bucket(**create)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                _expiry_rule("expire-payloads", "payloads/", PAYLOAD_EXPIRY_DAYS),
+                _expiry_rule("expire-results", "results/", settings.result_expiry_days),
+            ]
+        },
+    )
+
+
+def _expiry_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
+    return {
+        "ID": rule_id,
+        "Filter": {"Prefix": prefix},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }

@@ -1,0 +1,67 @@
+"""cloudworker's Celery app and tasks (``celery -A tasks worker``).
+
+The Python API is Celery's own::
+
+    from tasks import compute_stats, grayscale_image
+    stats = compute_stats.delay([3, 1, 2]).get(timeout=60)
+    grey = grayscale_image.delay(open("photo.jpg", "rb").read()).get(timeout=60)
+
+A task that fails on bad input raises the same typed error on the caller
+(:mod:`tasks.errors`), carrying the worker's reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tasks.errors import (
+    CloudworkerError,
+    InvalidImage,
+    InvalidInput,
+    InvalidNumbers,
+    LimitExceeded,
+    PayloadError,
+    ResponseQueueError,
+)
+
+__all__ = [
+    "CloudworkerCelery",
+    "CloudworkerError",
+    "InvalidImage",
+    "InvalidInput",
+    "InvalidNumbers",
+    "LimitExceeded",
+    "PayloadError",
+    "ResponseQueueError",
+    "app",
+    "compute_stats",
+    "create_app",
+    "grayscale_image",
+]
+
+_lock = threading.Lock()
+_made: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    # The app is made on first use, not at import: importing ``tasks.errors`` or the
+    # pure ``tasks.stats`` must not build a Celery app or read the environment.
+    if name == "create_app":
+        from tasks.application import create_app
+
+        return create_app
+    if name == "CloudworkerCelery":
+        from tasks.application import CloudworkerCelery
+
+        return CloudworkerCelery
+    if name in ("app", "compute_stats", "grayscale_image"):
+        with _lock:
+            if not _made:
+                from tasks.application import create_app
+                from tasks.definitions import register
+
+                app = create_app()
+                _made.update(app=app, **register(app)._asdict())
+        return _made[name]
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

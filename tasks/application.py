@@ -1,0 +1,103 @@
+"""The Celery app: SQS broker through cloudworker's transport, results in S3 + SQS.
+
+``celery -A tasks worker`` finds the app made here as ``tasks.app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from config import Settings
+from config import load as load_settings
+from tasks import codec
+from tasks.reaper import reap
+from tasks.services import Services
+
+__all__ = ["CloudworkerCelery", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class CloudworkerCelery(Celery):
+    """A Celery app whose tasks carry the caller's response queue as ``reply_to``."""
+
+    services: Services
+
+    @property
+    def thread_oid(self) -> str:
+        """The reply address of tasks sent from here: this process's response queue.
+
+        Celery uses ``thread_oid`` as the default ``reply_to`` of every task it
+        sends, directly (``send_task``) and through canvas (``group``, ``chain``).
+        """
+        reply_address = getattr(self.backend, "reply_address", None)
+        if reply_address is None:
+            oid: str = super().thread_oid
+            return oid
+        address: str = reply_address()
+        return address
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> CloudworkerCelery:
+    """Build the app from ``settings`` (default: the environment)."""
+    settings = settings or load_settings()
+    services = services or Services(settings)
+    app = CloudworkerCelery("cloudworker", task_cls="tasks.base:CloudworkerTask")
+    app.services = services
+    codec.install(services.codec)
+    app.conf.update(
+        broker_url="sqs://",
+        broker_transport="tasks.transport:Transport",
+        broker_transport_options={
+            "region": settings.region,
+            "queue_name_prefix": settings.queue_prefix,
+            "wait_time_seconds": settings.wait_seconds,
+            # Long polling already waits; a client-side sleep on top only adds latency.
+            "polling_interval": 0,
+            "visibility_timeout": settings.visibility_timeout,
+        },
+        broker_connection_retry_on_startup=True,
+        result_backend="tasks.backend:CloudworkerBackend",
+        # JSON only, everywhere: a pickle message is refused, never deserialized.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # At-least-once: a task is acknowledged after it ran, and re-queued if the
+        # process running it dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Reserve only what runs: a reserved SQS message's visibility clock is ticking.
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.task_queue,
+        result_expires=None,
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app
+
+
+@worker_ready.connect
+def _reap_at_worker_start(sender: Any = None, **_: Any) -> None:
+    """Delete abandoned response queues in the background when a worker starts."""
+    app = getattr(sender, "app", None)
+    services = getattr(app, "services", None)
+    if not isinstance(services, Services):
+        return
+
+    def run() -> None:
+        try:
+            reaped = reap(services.queues(), services.settings)
+            if reaped:
+                log.info("reaped %d abandoned response queue(s)", len(reaped))
+        except Exception:
+            log.exception("reaping abandoned response queues failed")
+
+    threading.Thread(target=run, name="cloudworker-reaper", daemon=True).start()

@@ -1,0 +1,221 @@
+"""The result backend: results kept in S3, pushed to the caller's response queue.
+
+Worker side, when a task ends (success, failure, revocation), the full result
+record (Celery's meta: state, result or error with its type and message,
+traceback, date done) is written to ``results/<task_id>.json`` with a
+conditional write, so the first result of a task wins and a duplicate execution
+never replaces it. Then a notice goes to the response queue named by the task's
+``reply_to``: the record itself when it is small, otherwise a pointer to S3.
+
+Client side, ``AsyncResult.get()`` waits by long-polling this process's own
+response queue (:class:`~tasks.mailbox.Mailbox`), so an answer arrives as soon
+as it is sent, with no S3 polling loop. S3 is read only for a task this process
+did not send (``AsyncResult(task_id).get()`` from a new process) and, as a
+safety net, after each long poll of ``wait_seconds`` that brought nothing (a
+notice that was lost, or a queue reaped while the client slept).
+
+Only ready states are stored: ``STARTED`` and ``RETRY`` are not kept, so a
+task reads as ``PENDING`` until it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from tasks.codec import payload_prefix
+from tasks.queues import QueueGone
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from tasks.services import Services
+
+__all__ = ["CloudworkerBackend", "result_key"]
+
+log = logging.getLogger(__name__)
+
+_PENDING: dict[str, Any] = {"status": states.PENDING, "result": None}
+#: Longest pause between two S3 reads while waiting on a task another process sent.
+_MAX_STORE_INTERVAL = 5.0
+
+
+def result_key(task_id: str) -> str:
+    """The S3 key of a task's result record."""
+    return f"results/{task_id}.json"
+
+
+class CloudworkerBackend(BaseBackend):
+    """Celery result backend: S3 for keeping, the caller's SQS queue for pushing."""
+
+    persistent = True
+    supports_native_join = False
+    supports_autoexpire = False
+
+    def __init__(self, app: Celery, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, url=url, **kwargs)
+        services: Services | None = getattr(app, "services", None)
+        if services is None:
+            raise TypeError("CloudworkerBackend needs an app made by tasks.app.create_app()")
+        self.services = services
+
+    # -- client side ------------------------------------------------------------------------
+
+    def reply_address(self) -> str:
+        """The name of this process's response queue, sent as ``reply_to``."""
+        return self.services.mailbox.name
+
+    def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
+        self.services.mailbox.expect(task_id)
+        return {}
+
+    def wait_for(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_interval: Any = None,
+    ) -> dict[str, Any]:
+        self._ensure_not_eager()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.services.mailbox.sent(task_id):
+            return self._wait_on_store(task_id, deadline, interval, on_interval)
+        return self._wait_on_mailbox(task_id, deadline, on_interval)
+
+    def _wait_on_mailbox(
+        self, task_id: str, deadline: float | None, on_interval: Any
+    ) -> dict[str, Any]:
+        mailbox = self.services.mailbox
+        wait = self.services.settings.wait_seconds
+        idle = 0.0
+        while True:
+            meta = self._meta_from_mailbox(task_id)
+            if meta is not None:
+                return meta
+            if idle >= wait:
+                # Nothing came for a whole long poll: check S3 once, in case the
+                # notice was lost. This is the only S3 read for our own tasks.
+                idle = 0.0
+                meta = self._read_store(task_id)
+                if meta["status"] in states.READY_STATES:
+                    return meta
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise CeleryTimeoutError("The operation timed out.")
+            slice_ = wait if remaining is None else min(wait, remaining)
+            started = time.monotonic()
+            if mailbox.poll(slice_) == 0:
+                idle += time.monotonic() - started
+            if on_interval:
+                on_interval()
+
+    def _wait_on_store(
+        self, task_id: str, deadline: float | None, interval: float, on_interval: Any
+    ) -> dict[str, Any]:
+        pause = max(interval, 0.05)
+        while True:
+            meta = self._read_store(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise CeleryTimeoutError("The operation timed out.")
+            if on_interval:
+                on_interval()
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 1.5, _MAX_STORE_INTERVAL)
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        if self.services.mailbox.sent(task_id):
+            meta = self._meta_from_mailbox(task_id)
+            if meta is None:
+                self.services.mailbox.poll(0)
+                meta = self._meta_from_mailbox(task_id)
+            return meta if meta is not None else dict(_PENDING)
+        return self._read_store(task_id)
+
+    def _meta_from_mailbox(self, task_id: str) -> dict[str, Any] | None:
+        notice = self.services.mailbox.notice(task_id)
+        if notice is None:
+            return None
+        if json.loads(notice).get("stored_only"):
+            return self._read_store(task_id)
+        return self.decode_result(notice)
+
+    def _read_store(self, task_id: str) -> dict[str, Any]:
+        record = self.services.store().get(result_key(task_id))
+        if record is None:
+            return dict(_PENDING)
+        return self.decode_result(record)
+
+    def meta_from_decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
+        # Large results come back as payload references: fetch them before the
+        # caller sees the result.
+        if meta.get("status") == states.SUCCESS:
+            meta["result"] = self.services.claims.resolve(meta.get("result"))
+        result: dict[str, Any] = super().meta_from_decoded(meta)
+        return result
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if state not in states.READY_STATES:
+            return result
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = task_id
+        with payload_prefix(f"results/{task_id}/"):
+            # The record lives in S3 already: only its large bytes go to separate objects.
+            record = self.services.codec.dumps(meta, whole_document=False)
+        store = self.services.store()
+        key = result_key(task_id)
+        if not store.put(key, record.encode("utf-8"), only_if_absent=True):
+            # A previous execution of this task already answered: that answer stands.
+            log.info("task %s already has a result; keeping the first one", task_id)
+            existing = store.get(key)
+            if existing is not None:
+                record = existing.decode("utf-8")
+        self._notify(getattr(request, "reply_to", None), task_id, state, record)
+        return result
+
+    def _notify(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
+        services = self.services
+        if not reply_to or not reply_to.startswith(services.settings.response_queue_prefix):
+            return
+        notice = record
+        if len(record) > services.settings.inline_max_bytes:
+            notice = json.dumps({"task_id": task_id, "status": state, "stored_only": True})
+        try:
+            services.send_to_queue(reply_to, notice)
+        except QueueGone:
+            log.info("response queue %s is gone; the result stays in S3", reply_to)
+        except Exception:
+            # The result is safe in S3, and the client's safety check will find it.
+            log.exception("could not notify %s of task %s", reply_to, task_id)
+
+    def _forget(self, task_id: str) -> None:
+        self.services.store().delete(result_key(task_id))
+
+    def forget(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
+        self._forget(task_id)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()

@@ -1,0 +1,166 @@
+"""The client's response queue: where workers push a notice when a task ends.
+
+Each client process owns one SQS queue, created on its first task, named
+``<prefix>resp-<random>`` and tagged with its creation time and last use. The
+queue's name travels with every task as Celery's ``reply_to``. Waiting is one
+long poll at a time (pushed, not polled on an interval); every notice received
+is filed by task id, so threads waiting on different tasks share the polls.
+The queue is deleted when the process exits; the reaper deletes the queues of
+processes that crashed (see :mod:`tasks.reaper`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+
+from config import Settings
+from tasks.errors import ResponseQueueError
+from tasks.queues import QueueGone, QueueService
+
+__all__ = ["CREATED_TAG", "SEEN_TAG", "Mailbox"]
+
+log = logging.getLogger(__name__)
+
+CREATED_TAG = "cloudworker:created"
+SEEN_TAG = "cloudworker:seen"
+#: How many task ids and notices a process remembers.
+_MEMORY = 10_000
+
+
+class _Lru(OrderedDict[str, str]):
+    def remember(self, key: str, value: str) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > _MEMORY:
+            self.popitem(last=False)
+
+
+class Mailbox:
+    """One process's response queue and the notices it has received."""
+
+    def __init__(self, queues: Callable[[], QueueService], settings: Settings) -> None:
+        self._queues = queues
+        self._settings = settings
+        self._lock = threading.RLock()
+        self._pid = -1
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._name = f"{self._settings.response_queue_prefix}{uuid.uuid4().hex}"
+        self._url: str | None = None
+        self._touched = 0.0
+        self._sent = _Lru()
+        self._notices = _Lru()
+
+    def _own(self) -> None:
+        # A forked child must not share its parent's queue: it would steal notices.
+        if self._pid != os.getpid():
+            self._reset()
+
+    @property
+    def name(self) -> str:
+        """The queue's name: the address workers reply to."""
+        with self._lock:
+            self._own()
+            return self._name
+
+    @property
+    def url(self) -> str | None:
+        """The queue's URL once it exists."""
+        return self._url
+
+    def expect(self, task_id: str) -> None:
+        """Note that this process sent ``task_id``; make sure the queue exists."""
+        with self._lock:
+            self._own()
+            self._sent.remember(task_id, "")
+            self._ensure_queue()
+
+    def sent(self, task_id: str) -> bool:
+        """Whether this process sent ``task_id`` (so its notice comes here)."""
+        with self._lock:
+            self._own()
+            return task_id in self._sent
+
+    def notice(self, task_id: str) -> str | None:
+        """The notice received for ``task_id``, if any."""
+        with self._lock:
+            return self._notices.get(task_id)
+
+    def poll(self, wait_seconds: float) -> int:
+        """Receive once (long poll up to ``wait_seconds``); file the notices; count them."""
+        with self._lock:
+            self._own()
+            url = self._ensure_queue()
+            wait = max(0, min(self._settings.wait_seconds, math.ceil(wait_seconds)))
+            try:
+                messages = self._queues().receive(url, wait_seconds=wait)
+            except QueueGone:
+                log.warning("response queue %s vanished; creating it again", self._name)
+                self._url = None
+                return 0
+            for message in messages:
+                task_id = _task_id_of(message.body)
+                if task_id is not None:
+                    self._notices.remember(task_id, message.body)
+            if messages:
+                self._queues().delete_messages(url, [m.receipt for m in messages])
+            return len(messages)
+
+    def close(self) -> None:
+        """Delete the queue (at exit); a later task creates a new one."""
+        with self._lock:
+            url, self._url = self._url, None
+            if url is not None and self._pid == os.getpid():
+                try:
+                    self._queues().delete_queue(url)
+                except Exception as exc:  # noqa: BLE001 - at exit, a warning is all we can do
+                    log.warning("could not delete response queue %s: %s", self._name, exc)
+
+    def _ensure_queue(self) -> str:
+        now = time.time()
+        if self._url is not None and now - self._touched < self._settings.response_queue_max_age / 4:
+            return self._url
+        try:
+            if self._url is not None:
+                self._queues().tag(self._url, {SEEN_TAG: str(int(now))})
+                self._touched = now
+                return self._url
+        except QueueGone:
+            log.warning("response queue %s was reaped; creating it again", self._name)
+        first = self._url is None and self._touched == 0.0
+        try:
+            self._url = self._queues().create(
+                self._name,
+                attributes=self._attributes(),
+                tags={CREATED_TAG: str(int(now)), SEEN_TAG: str(int(now))},
+            )
+        except Exception as exc:
+            raise ResponseQueueError(f"cannot create response queue {self._name}: {exc}") from exc
+        self._touched = now
+        if first:
+            atexit.register(self.close)
+        return self._url
+
+    def _attributes(self) -> dict[str, str]:
+        retention = min(max(self._settings.response_queue_max_age, 60), 1_209_600)
+        return {"MessageRetentionPeriod": str(retention), "VisibilityTimeout": "30"}
+
+
+def _task_id_of(body: str) -> str | None:
+    try:
+        task_id = json.loads(body).get("task_id")
+    except (ValueError, AttributeError):
+        log.warning("ignoring a malformed notice on the response queue: %.80r", body)
+        return None
+    return task_id if isinstance(task_id, str) else None

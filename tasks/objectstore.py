@@ -1,0 +1,95 @@
+"""Where results and large payloads are kept: a small interface over S3.
+
+The rest of cloudworker sees only :class:`ObjectStore`: four operations on
+bytes under string keys. :class:`S3ObjectStore` is the real one;
+:class:`MemoryObjectStore` is the stub for unit tests of pure logic.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+__all__ = ["MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
+
+
+class ObjectStore(ABC):
+    """Bytes under keys, with a write that only the first writer wins."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        """Store ``data`` at ``key``.
+
+        With ``only_if_absent`` the write happens only when nothing is stored at
+        ``key`` yet, atomically; the return value says whether it happened.
+        """
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The bytes at ``key``, or ``None`` when there is nothing there."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+
+class S3ObjectStore(ObjectStore):
+    """An :class:`ObjectStore` on one S3 bucket."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+
+    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        extra = {"IfNoneMatch": "*"} if only_if_absent else {}
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except ClientError as exc:
+            # 412: someone stored it first. 409: a concurrent conditional write
+            # to the same key is in flight; it will win or fail on its own.
+            if only_if_absent and _status(exc) in (409, 412):
+                return False
+            raise
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+
+class MemoryObjectStore(ObjectStore):
+    """An in-process :class:`ObjectStore` for unit tests."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        with self._lock:
+            if only_if_absent and key in self.objects:
+                return False
+            self.objects[key] = bytes(data)
+            return True
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+def _status(exc: ClientError) -> int:
+    status: int = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status

@@ -1,0 +1,224 @@
+"""Queues for small messages: a small interface over SQS.
+
+Celery's own task traffic goes through kombu's SQS transport; this interface is
+for what cloudworker does beside it: the clients' response queues, the notices
+workers send to them, and reaping abandoned ones. :class:`SQSQueueService` is
+the real one; :class:`MemoryQueueService` is the stub for unit tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+__all__ = ["MemoryQueueService", "Message", "QueueGone", "QueueService", "SQSQueueService"]
+
+
+class QueueGone(Exception):
+    """The queue does not exist (never created, deleted or reaped)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received message: its text and the handle that deletes it."""
+
+    body: str
+    receipt: str
+
+
+class QueueService(ABC):
+    """Named queues of text messages, addressed by URL once resolved."""
+
+    @abstractmethod
+    def create(
+        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        """Create queue ``name`` (idempotent) and return its URL."""
+
+    @abstractmethod
+    def url_of(self, name: str) -> str:
+        """The URL of queue ``name``; :class:`QueueGone` when it does not exist."""
+
+    @abstractmethod
+    def send(self, url: str, body: str) -> None:
+        """Send one message; :class:`QueueGone` when the queue does not exist."""
+
+    @abstractmethod
+    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
+        """Long-poll for up to ``max_messages``; :class:`QueueGone` if the queue is gone."""
+
+    @abstractmethod
+    def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
+        """Delete received messages by their receipts."""
+
+    @abstractmethod
+    def delete_queue(self, url: str) -> None:
+        """Delete the queue; deleting a missing queue is not an error."""
+
+    @abstractmethod
+    def list_urls(self, prefix: str) -> list[str]:
+        """URLs of the queues whose names start with ``prefix``."""
+
+    @abstractmethod
+    def tags(self, url: str) -> dict[str, str]:
+        """The queue's tags; :class:`QueueGone` when it does not exist."""
+
+    @abstractmethod
+    def tag(self, url: str, tags: Mapping[str, str]) -> None:
+        """Add or replace tags; :class:`QueueGone` when the queue does not exist."""
+
+
+def name_of(url: str) -> str:
+    """The queue name at the end of a queue URL."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_GONE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+
+
+def _is_gone(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return error.get("Code") in _GONE_CODES or error.get("QueryErrorCode") in _GONE_CODES
+
+
+class SQSQueueService(QueueService):
+    """A :class:`QueueService` on Amazon SQS through a boto3 client."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._sqs, operation)(**kwargs)
+        except ClientError as exc:
+            if _is_gone(exc):
+                raise QueueGone(kwargs.get("QueueUrl") or kwargs.get("QueueName")) from exc
+            raise
+
+    def create(
+        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        response = self._call(
+            "create_queue", QueueName=name, Attributes=dict(attributes), tags=dict(tags)
+        )
+        url: str = response["QueueUrl"]
+        return url
+
+    def url_of(self, name: str) -> str:
+        url: str = self._call("get_queue_url", QueueName=name)["QueueUrl"]
+        return url
+
+    def send(self, url: str, body: str) -> None:
+        self._call("send_message", QueueUrl=url, MessageBody=body)
+
+    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
+        response = self._call(
+            "receive_message",
+            QueueUrl=url,
+            WaitTimeSeconds=max(0, min(20, int(wait_seconds))),
+            MaxNumberOfMessages=max(1, min(10, max_messages)),
+        )
+        return [Message(m["Body"], m["ReceiptHandle"]) for m in response.get("Messages", [])]
+
+    def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
+        for start in range(0, len(receipts), 10):
+            batch = receipts[start : start + 10]
+            entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(batch)]
+            self._call("delete_message_batch", QueueUrl=url, Entries=entries)
+
+    def delete_queue(self, url: str) -> None:
+        try:
+            self._call("delete_queue", QueueUrl=url)
+        except QueueGone:
+            pass
+
+    def list_urls(self, prefix: str) -> list[str]:
+        urls: list[str] = []
+        kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
+        while True:
+            response = self._call("list_queues", **kwargs)
+            urls.extend(response.get("QueueUrls", []))
+            token = response.get("NextToken")
+            if not token:
+                return urls
+            kwargs["NextToken"] = token
+
+    def tags(self, url: str) -> dict[str, str]:
+        found: dict[str, str] = self._call("list_queue_tags", QueueUrl=url).get("Tags", {})
+        return found
+
+    def tag(self, url: str, tags: Mapping[str, str]) -> None:
+        self._call("tag_queue", QueueUrl=url, Tags=dict(tags))
+
+
+@dataclass
+class _MemoryQueue:
+    tags: dict[str, str]
+    messages: deque[str] = field(default_factory=deque)
+
+
+class MemoryQueueService(QueueService):
+    """An in-process :class:`QueueService` for unit tests (no visibility timeouts)."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, _MemoryQueue] = {}
+        self._ready = threading.Condition()
+
+    def _get(self, url: str) -> _MemoryQueue:
+        try:
+            return self.queues[name_of(url)]
+        except KeyError:
+            raise QueueGone(url) from None
+
+    def create(
+        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str:
+        with self._ready:
+            self.queues.setdefault(name, _MemoryQueue(dict(tags)))
+        return f"memory://{name}"
+
+    def url_of(self, name: str) -> str:
+        if name not in self.queues:
+            raise QueueGone(name)
+        return f"memory://{name}"
+
+    def send(self, url: str, body: str) -> None:
+        with self._ready:
+            self._get(url).messages.append(body)
+            self._ready.notify_all()
+
+    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
+        deadline = time.monotonic() + wait_seconds
+        with self._ready:
+            queue = self._get(url)
+            while not queue.messages and time.monotonic() < deadline:
+                self._ready.wait(deadline - time.monotonic())
+                queue = self._get(url)
+            count = min(max_messages, len(queue.messages))
+            return [Message(queue.messages.popleft(), "done") for _ in range(count)]
+
+    def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
+        self._get(url)
+
+    def delete_queue(self, url: str) -> None:
+        with self._ready:
+            self.queues.pop(name_of(url), None)
+            self._ready.notify_all()
+
+    def list_urls(self, prefix: str) -> list[str]:
+        return [f"memory://{name}" for name in self.queues if name.startswith(prefix)]
+
+    def tags(self, url: str) -> dict[str, str]:
+        return dict(self._get(url).tags)
+
+    def tag(self, url: str, tags: Mapping[str, str]) -> None:
+        self._get(url).tags.update(tags)

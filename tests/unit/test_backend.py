@@ -1,0 +1,167 @@
+"""The result backend and the response queue, on the in-memory S3 and SQS stubs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from celery import states
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from config import Settings
+from tasks.application import CloudworkerCelery, create_app
+from tasks.backend import CloudworkerBackend, result_key
+from tasks.errors import InvalidNumbers
+from tasks.objectstore import MemoryObjectStore
+from tasks.queues import MemoryQueueService
+from tasks.services import Services
+
+SETTINGS = Settings(inline_max_bytes=2000, wait_seconds=1)
+
+
+@pytest.fixture
+def store() -> MemoryObjectStore:
+    return MemoryObjectStore()
+
+
+@pytest.fixture
+def queues() -> MemoryQueueService:
+    return MemoryQueueService()
+
+
+@pytest.fixture
+def app(store: MemoryObjectStore, queues: MemoryQueueService) -> CloudworkerCelery:
+    services = Services(SETTINGS, store=lambda: store, queues=lambda: queues)
+    return create_app(SETTINGS, services=services)
+
+
+def backend_of(app: CloudworkerCelery) -> CloudworkerBackend:
+    backend = app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    return backend
+
+
+def finish(app: CloudworkerCelery, task_id: str, result: object, state: str = states.SUCCESS) -> None:
+    """What the worker does when a task ends."""
+    backend = backend_of(app)
+    request = SimpleNamespace(reply_to=backend.reply_address(), chord=None, group=None, parent_id=None)
+    backend.store_result(task_id, result, state, request=request)
+
+
+def sent(app: CloudworkerCelery) -> str:
+    """What the client does when it sends a task."""
+    task_id = str(uuid.uuid4())
+    backend_of(app).on_task_call(None, task_id)
+    return task_id
+
+
+def test_result_is_stored_in_s3_and_pushed_to_the_response_queue(
+    app: CloudworkerCelery, store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    task_id = sent(app)
+    mailbox = app.services.mailbox
+    assert queues.tags(mailbox.url or "")["cloudworker:created"].isdigit()
+    finish(app, task_id, {"count": 3})
+    record = json.loads(store.objects[result_key(task_id)])
+    assert record["status"] == "SUCCESS"
+    assert record["result"] == {"count": 3}
+    assert record["task_id"] == task_id
+    assert app.AsyncResult(task_id).get(timeout=5) == {"count": 3}
+
+
+def test_first_result_wins(app: CloudworkerCelery, store: MemoryObjectStore) -> None:
+    task_id = sent(app)
+    finish(app, task_id, "first")
+    finish(app, task_id, "second")
+    assert json.loads(store.objects[result_key(task_id)])["result"] == "first"
+    assert app.AsyncResult(task_id).get(timeout=5) == "first"
+
+
+def test_failure_reraises_the_typed_error_with_the_workers_reason(app: CloudworkerCelery) -> None:
+    task_id = sent(app)
+    finish(app, task_id, InvalidNumbers("input line 3: 'abc' is not an integer"), states.FAILURE)
+    result = app.AsyncResult(task_id)
+    with pytest.raises(InvalidNumbers, match="line 3: 'abc' is not an integer"):
+        result.get(timeout=5)
+    assert result.state == states.FAILURE
+    assert result.successful() is False
+
+
+def test_a_task_this_process_did_not_send_is_read_from_s3(
+    app: CloudworkerCelery, store: MemoryObjectStore
+) -> None:
+    task_id = str(uuid.uuid4())
+    assert app.AsyncResult(task_id).state == states.PENDING
+    backend_of(app).store_result(task_id, 42, states.SUCCESS, request=None)
+    assert app.AsyncResult(task_id).get(timeout=5) == 42
+
+
+def test_pending_own_task_times_out_without_busy_polling(app: CloudworkerCelery) -> None:
+    task_id = sent(app)
+    result = app.AsyncResult(task_id)
+    assert result.ready() is False
+    with pytest.raises(CeleryTimeoutError):
+        result.get(timeout=1.5)
+
+
+def test_large_result_travels_through_s3_both_in_record_and_notice(
+    app: CloudworkerCelery, store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    task_id = sent(app)
+    image = bytes(range(256)) * 100
+    finish(app, task_id, image)
+    payload_keys = [k for k in store.objects if k.startswith(f"results/{task_id}/")]
+    assert len(payload_keys) == 1
+    assert store.objects[payload_keys[0]] == image
+    assert app.AsyncResult(task_id).get(timeout=5) == image
+
+
+def test_notice_for_a_huge_record_points_to_s3(app: CloudworkerCelery) -> None:
+    task_id = sent(app)
+    finish(app, task_id, "x" * 5000)  # a str is not claim-checked: the record itself is big
+    mailbox = app.services.mailbox
+    mailbox.poll(1)
+    notice = mailbox.notice(task_id)
+    assert notice is not None
+    assert json.loads(notice) == {"task_id": task_id, "status": "SUCCESS", "stored_only": True}
+    assert app.AsyncResult(task_id).get(timeout=5) == "x" * 5000
+
+
+def test_notices_for_other_tasks_are_kept_for_their_waiters(app: CloudworkerCelery) -> None:
+    first, second = sent(app), sent(app)
+    finish(app, second, "two")
+    finish(app, first, "one")
+    assert app.AsyncResult(first).get(timeout=5) == "one"
+    assert app.AsyncResult(second).get(timeout=5) == "two"
+
+
+def test_reaped_response_queue_is_recreated(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+    task_id = sent(app)
+    mailbox = app.services.mailbox
+    queues.delete_queue(mailbox.url or "")
+    assert mailbox.poll(0) == 0  # notices the loss
+    other = sent(app)
+    finish(app, other, "after")
+    assert app.AsyncResult(other).get(timeout=5) == "after"
+    assert task_id != other
+
+
+def test_close_deletes_the_response_queue(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+    sent(app)
+    mailbox = app.services.mailbox
+    assert queues.list_urls(SETTINGS.response_queue_prefix) == [mailbox.url]
+    mailbox.close()
+    assert queues.list_urls(SETTINGS.response_queue_prefix) == []
+
+
+def test_reply_to_is_the_response_queue(app: CloudworkerCelery) -> None:
+    assert backend_of(app).reply_address().startswith(SETTINGS.response_queue_prefix)
+
+
+def test_notices_go_only_to_response_queues(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+    queues.create("victim", attributes={}, tags={})
+    request = SimpleNamespace(reply_to="victim", chord=None, group=None, parent_id=None)
+    backend_of(app).store_result("t1", 1, states.SUCCESS, request=request)
+    assert list(queues.queues["victim"].messages) == []
