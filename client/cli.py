@@ -33,19 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send work to cloudworker's workers and print or save the answer.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    stats = commands.add_parser("stats", help="count, mean, median, min and max of a file of integers")
+    stats = commands.add_parser(
+        "stats", help="count, mean, median, min and max of a file of integers"
+    )
     stats.add_argument("file", type=Path, help="integers separated by whitespace")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     gray = commands.add_parser("grayscale", help="turn an image black-and-white")
     gray.add_argument("input", type=Path, help="the image (JPEG, PNG, WebP, GIF, TIFF, BMP ...)")
     gray.add_argument("-o", "--output", type=Path, help="default: output_image.<extension of IN>")
     for sub in (stats, gray):
-        sub.add_argument("--timeout", type=float, default=None,
-                         help="seconds to wait for the answer (default: CLOUDWORKER_TIMEOUT, 300)")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="seconds to wait for the answer (default: CLOUDWORKER_TIMEOUT, 300)",
+        )
     reap = commands.add_parser("reap", help="delete response queues abandoned by crashed clients")
-    reap.add_argument("--max-age", type=float, default=None,
-                      help="seconds unused before a queue counts as abandoned "
-                           "(default: CLOUDWORKER_RESPONSE_QUEUE_MAX_AGE)")
+    reap.add_argument(
+        "--max-age",
+        type=float,
+        default=None,
+        help="seconds unused before a queue counts as abandoned "
+        "(default: CLOUDWORKER_RESPONSE_QUEUE_MAX_AGE)",
+    )
     return parser
 
 

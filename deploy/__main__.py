@@ -1,9 +1,9 @@
 """``python -m deploy``: run the local stack or the provisioning step.
 
-    python -m deploy local up [--workers N] [--concurrency N]
-    python -m deploy local down
-    python -m deploy local running      # exit 0 if the local endpoint is running
-    python -m deploy provision          # against the endpoint/credentials of the environment
+python -m deploy local up [--workers N] [--concurrency N]
+python -m deploy local down
+python -m deploy local running      # exit 0 if the local endpoint is running
+python -m deploy provision          # against the endpoint/credentials of the environment
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from deploy.provision import provision
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     local_parser = commands.add_parser("local", help="the local stack")
     local_parser.add_argument("action", choices=["up", "down", "running"])
@@ -32,13 +35,17 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_settings()
         done = provision(settings, sqs=aws.client("sqs", settings), s3=aws.client("s3", settings))
-        print(f"bucket {done.bucket}\ntask queue {done.task_queue_url}\n"
-              f"dead-letter queue {done.dead_letter_queue_url}")
+        print(
+            f"bucket {done.bucket}\ntask queue {done.task_queue_url}\n"
+            f"dead-letter queue {done.dead_letter_queue_url}"
+        )
         return 0
     if args.action == "up":
         env = local.up(workers=args.workers, concurrency=args.concurrency)
-        print(f"local stack up: endpoint {env['AWS_ENDPOINT_URL']}, "
-              f"bucket {env['CLOUDWORKER_BUCKET']}; environment in .run/env")
+        print(
+            f"local stack up: endpoint {env['AWS_ENDPOINT_URL']}, "
+            f"bucket {env['CLOUDWORKER_BUCKET']}; environment in .run/env"
+        )
         return 0
     if args.action == "running":
         return 0 if local.default_stack().pid("moto") is not None else 1

@@ -44,9 +44,9 @@ def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
     dlq_url = _ensure_queue(
         sqs, dead_letter_queue_name(settings), {"MessageRetentionPeriod": "1209600"}
     )
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     task_url = _ensure_queue(
         sqs,
         settings.task_queue_name,

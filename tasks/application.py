@@ -23,7 +23,7 @@ __all__ = ["CloudworkerCelery", "create_app"]
 log = logging.getLogger(__name__)
 
 
-class CloudworkerCelery(Celery):
+class CloudworkerCelery(Celery):  # type: ignore[misc]
     """A Celery app whose tasks carry the caller's response queue as ``reply_to``."""
 
     services: Services
@@ -43,7 +43,9 @@ class CloudworkerCelery(Celery):
         return address
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> CloudworkerCelery:
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None
+) -> CloudworkerCelery:
     """Build the app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     services = services or Services(settings)
@@ -84,7 +86,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     return app
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _reap_at_worker_start(sender: Any = None, **_: Any) -> None:
     """Delete abandoned response queues in the background when a worker starts."""
     app = getattr(sender, "app", None)

@@ -51,7 +51,7 @@ def result_key(task_id: str) -> str:
     return f"results/{task_id}.json"
 
 
-class CloudworkerBackend(BaseBackend):
+class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
     """Celery result backend: S3 for keeping, the caller's SQS queue for pushing."""
 
     persistent = True
@@ -147,13 +147,15 @@ class CloudworkerBackend(BaseBackend):
             return None
         if json.loads(notice).get("stored_only"):
             return self._read_store(task_id)
-        return self.decode_result(notice)
+        meta: dict[str, Any] = self.decode_result(notice)
+        return meta
 
     def _read_store(self, task_id: str) -> dict[str, Any]:
         record = self.services.store().get(result_key(task_id))
         if record is None:
             return dict(_PENDING)
-        return self.decode_result(record)
+        meta: dict[str, Any] = self.decode_result(record)
+        return meta
 
     def meta_from_decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
         # Large results come back as payload references: fetch them before the

@@ -161,7 +161,8 @@ class _Encoder(kombu_json.JSONEncoder):
             return {"__type__": "base64", "__value__": base64.b64encode(data).decode("ascii")}
         if isinstance(o, PayloadRef):
             return {"__type__": PAYLOAD_TYPE, "__value__": o.to_json()}
-        return super().default(o)
+        encoded: Any = super().default(o)  # type: ignore[no-untyped-call]
+        return encoded
 
 
 class Codec:
@@ -201,7 +202,7 @@ class Codec:
 
 def install(codec: Codec) -> None:
     """Make ``codec`` kombu's ``json`` serializer in this process."""
-    serialization.registry.register(
+    serialization.registry.register(  # type: ignore[no-untyped-call]
         "json",
         codec.dumps,
         codec.loads,

@@ -25,13 +25,15 @@ class TaskSet(NamedTuple):
 
 def register(app: Celery) -> TaskSet:
     """Register cloudworker's tasks on ``app``."""
-    settings = app.services.settings  # type: ignore[attr-defined]
+    settings = app.services.settings
 
     @app.task(name="tasks.compute_stats")  # type: ignore[untyped-decorator]
     def compute_stats(numbers: Any) -> dict[str, Any]:
         """Count, mean, median, minimum and maximum of a list of integers."""
         if not isinstance(numbers, list):
-            raise InvalidNumbers(f"numbers must be a list of integers, not {type(numbers).__name__}")
+            raise InvalidNumbers(
+                f"numbers must be a list of integers, not {type(numbers).__name__}"
+            )
         return stats.compute_stats(numbers, max_count=settings.max_integers)
 
     @app.task(name="tasks.grayscale_image")  # type: ignore[untyped-decorator]

@@ -21,8 +21,10 @@ Decisions, and why:
   (``v * 257``) exactly and is the cheapest correct choice (a byte slice).
   Mode ``I`` (32-bit) is taken to hold 16-bit data, since that is where Pillow
   used to put 16-bit PNGs: it is clipped to 0..65535 and then scaled.
+  Floating-point (``F``) images have no agreed range; Pillow's conversion
+  clips them to 0..255, and that is kept.
 * **Alpha is kept** (output mode ``LA``) where the output format holds it:
-  PNG, WebP, TIFF, GIF, AVIF, JPEG 2000, TGA, ICO, ICNS, DDS and IM.  Anywhere
+  PNG, WebP, TIFF, GIF, AVIF, JPEG 2000, TGA, ICO, ICNS and DDS.  Anywhere
   else (JPEG, BMP, PPM, ...) the image is flattened onto **white**, so a fully
   transparent pixel becomes 255, the way a transparent logo looks on a page.
 * **GIF alpha** uses the GIF transparency index: pixels with alpha < 128 become
@@ -107,7 +109,7 @@ _OPEN_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 
 # Output formats that store an alpha channel (GIF through its transparency index).
 _ALPHA_FORMATS: Final = frozenset(
-    {"PNG", "WEBP", "TIFF", "GIF", "AVIF", "JPEG2000", "TGA", "ICO", "ICNS", "DDS", "IM"}
+    {"PNG", "WEBP", "TIFF", "GIF", "AVIF", "JPEG2000", "TGA", "ICO", "ICNS", "DDS"}
 )
 # Formats whose frames are all converted when the output format is the input format.
 _MULTI_FRAME_FORMATS: Final = frozenset({"GIF", "WEBP", "PNG", "TIFF"})
@@ -143,18 +145,23 @@ def _grey_savable_formats() -> frozenset[str]:
     WMF) that raise unless an application installs an encoder, and formats that
     only take other modes (XBM and MSP are 1-bit, QOI is RGB).  Saving a 1x1
     grey image to memory asks Pillow itself, once, at import (~10 ms), and stays
-    right as Pillow gains or loses plugins.
+    right as Pillow gains or loses plugins.  Formats whose writer warns that it
+    is deprecated (IM, in Pillow 13) are left out rather than offered for a
+    while and then withdrawn.
     """
     probe = Image.new("L", (1, 1))
     savable: set[str] = set()
     for fmt in set(Image.registered_extensions().values()):
         if fmt not in Image.SAVE:
             continue
-        try:
-            probe.save(BytesIO(), fmt)
-        except Exception:  # noqa: BLE001 - any failure means "cannot write 8-bit grey"
-            continue
-        savable.add(fmt)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                probe.save(BytesIO(), fmt)
+            except Exception:  # noqa: BLE001 - any failure means "cannot write 8-bit grey"
+                continue
+        if not any(issubclass(w.category, DeprecationWarning) for w in caught):
+            savable.add(fmt)
     return frozenset(savable)
 
 
@@ -260,14 +267,16 @@ def _pillow_errors(context: str) -> Iterator[None]:
 
     Pillow signals bad data with whatever the failing layer raised (OSError for
     truncation, SyntaxError for broken headers, struct.error, EOFError, ...);
-    callers should only ever have to catch ``InvalidInput``.
+    callers should only ever have to catch ``InvalidInput``.  ``context`` says
+    what was being done ("PNG image is truncated or corrupt") and Pillow's own
+    message, appended, says what went wrong.
     """
     try:
         yield
     except InvalidInput:
         raise
-    except Image.DecompressionBombError as exc:
-        raise LimitExceeded(f"{context}: {_one_line(exc)}") from exc
+    except Image.DecompressionBombError as exc:  # e.g. a GIF frame growing the canvas
+        raise LimitExceeded(f"image is too large: {_one_line(exc)}") from exc
     except _PILLOW_DATA_ERRORS as exc:
         raise InvalidImage(f"{context}: {_one_line(exc)}") from exc
 
@@ -285,8 +294,11 @@ def _open(data: bytes) -> ImageFile.ImageFile:
         # Pillow refuses sizes over 2 * MAX_IMAGE_PIXELS in Image.open itself.
         # max_pixels is the limit here, so open the image the way Image.open
         # does, minus that check; the caller then applies max_pixels to it.
-        im = _open_without_pillow_limit(data)
-        if im is None:  # pragma: no cover - Image.open just identified it
+        try:
+            im = _open_without_pillow_limit(data)
+        except Image.DecompressionBombError as exc:  # an opener that checks by itself (MPO)
+            raise LimitExceeded(f"image is too large: {_one_line(exc)}") from exc
+        if im is None:  # Image.open identified it a moment ago; be safe anyway
             raise LimitExceeded(
                 "image is larger than Pillow's decompression-bomb limit of "
                 f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels"
@@ -294,8 +306,8 @@ def _open(data: bytes) -> ImageFile.ImageFile:
         return im
     except UnidentifiedImageError:
         raise InvalidImage(_unreadable_reason(data)) from None
-    except _PILLOW_DATA_ERRORS as exc:
-        raise InvalidImage(f"not an image Pillow can read: {_one_line(exc)}") from exc
+    except _PILLOW_DATA_ERRORS as exc:  # a plugin accepted the data, then failed on it
+        raise InvalidImage(_unreadable_reason(data, _one_line(exc))) from exc
 
 
 def _open_without_pillow_limit(data: bytes) -> ImageFile.ImageFile | None:
@@ -318,22 +330,26 @@ def _open_without_pillow_limit(data: bytes) -> ImageFile.ImageFile | None:
     return None
 
 
-def _unreadable_reason(data: bytes) -> str:
+def _unreadable_reason(data: bytes, detail: str | None = None) -> str:
     """Explain, in one line, why Pillow could not identify ``data``.
 
-    Pillow's own message names only the BytesIO object; the caller needs to
-    know whether they sent a damaged image, an empty picture or something
-    that is not an image at all.
+    Pillow's own message names only the BytesIO object (or, when a plugin
+    gave up half-way, says something like "Truncated File Read"); the caller
+    needs to know whether they sent a damaged image, an empty picture or
+    something that is not an image at all.
     """
     size = _header_size(data)
     if size is not None and 0 in size:
         return f"image has zero size ({size[0]}x{size[1]})"
+    suffix = f" ({detail})" if detail else ""
     sniffed = _sniff_format(data)
     if sniffed is not None:
         return (
             f"not an image Pillow can read: looks like {sniffed} but its header is "
-            "damaged or truncated"
+            f"damaged or truncated{suffix}"
         )
+    if detail:
+        return f"not an image Pillow can read: {detail}"
     sample = data[:512]
     printable = sum(32 <= byte < 127 or byte in b"\t\n\r" for byte in sample)
     if printable >= 0.95 * len(sample):
@@ -421,7 +437,11 @@ def _grey_frames(
             raise LimitExceeded(_limit_message(width, height, count, max_pixels))
         decoded += width * height
         with _pillow_errors(context):
-            frames.append(_decode_frame(im, in_place=count == 1))
+            upright = _decode_upright(im, in_place=count == 1)
+        with _pillow_errors(f"cannot convert a {upright.mode} image to grey"):
+            grey = _to_grey(upright)
+        grey.info = {}  # metadata is not carried over (see the module docstring)
+        frames.append(grey)
         duration = im.info.get("duration", 0)
         durations.append(float(duration) if isinstance(duration, (int, float)) else 0.0)
     return frames, durations
@@ -440,8 +460,8 @@ def _limit_message(width: int, height: int, count: int, max_pixels: int) -> str:
     )
 
 
-def _decode_frame(im: ImageFile.ImageFile, *, in_place: bool) -> Image.Image:
-    """Decode the current frame of ``im`` to an upright grey (``L``/``LA``) image.
+def _decode_upright(im: ImageFile.ImageFile, *, in_place: bool) -> Image.Image:
+    """Decode the current frame of ``im`` and apply its EXIF orientation.
 
     For a colour JPEG, ``draft('L')`` (which must precede ``load``) makes
     libjpeg output its stored luma channel and skip chroma IDCT, upsampling
@@ -456,24 +476,26 @@ def _decode_frame(im: ImageFile.ImageFile, *, in_place: bool) -> Image.Image:
     im.load()
     if in_place:
         ImageOps.exif_transpose(im, in_place=True)
-        upright: Image.Image = im
-    else:
-        upright = ImageOps.exif_transpose(im)
-    grey = _to_grey(upright)
-    grey.info = {}  # metadata is not carried over (see the module docstring)
-    return grey
+        return im
+    return ImageOps.exif_transpose(im)
 
 
 def _to_grey(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to ``L``, or ``LA`` when it carries transparency.
 
     Pillow's conversions all use the same 601 luma; the exceptions handled
-    here are 16-bit data (scaled, not clipped) and transparency, which is
-    normalised through RGBA so that palette alpha and ``tRNS`` colours count.
+    here are 16-bit data (scaled, not clipped), transparency, which is
+    normalised through RGBA so that palette alpha and ``tRNS`` colours count,
+    and CIELab, which Pillow cannot convert to RGB: its L* (lightness) band
+    is what grey means for Lab data.
     """
     mode = img.mode
     if mode == "I" or mode.startswith("I;16"):
         return _sixteen_bit_to_grey(img)
+    if mode == "LAB":
+        return img.getchannel("L")
+    if mode == "La":  # premultiplied alpha: Pillow only un-premultiplies to LA
+        return img.convert("LA")
     if not img.has_transparency_data:
         return img if mode == "L" else img.convert("L")
     if mode == "LA":

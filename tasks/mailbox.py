@@ -106,8 +106,8 @@ class Mailbox:
             try:
                 messages = self._queues().receive(url, wait_seconds=wait)
             except QueueGone:
-                log.warning("response queue %s vanished; creating it again", self._name)
-                self._url = None
+                log.warning("response queue %s vanished; a new one will be created", self._name)
+                self._renew()
                 return 0
             for message in messages:
                 task_id = _task_id_of(message.body)
@@ -127,9 +127,19 @@ class Mailbox:
                 except Exception as exc:  # noqa: BLE001 - at exit, a warning is all we can do
                     log.warning("could not delete response queue %s: %s", self._name, exc)
 
+    def _renew(self) -> None:
+        # SQS refuses to re-create a deleted queue's name for 60 s, so take a new
+        # name. Notices already sent to the old one are lost; the backend's S3
+        # safety check finds those results.
+        self._name = f"{self._settings.response_queue_prefix}{uuid.uuid4().hex}"
+        self._url = None
+
     def _ensure_queue(self) -> str:
         now = time.time()
-        if self._url is not None and now - self._touched < self._settings.response_queue_max_age / 4:
+        if (
+            self._url is not None
+            and now - self._touched < self._settings.response_queue_max_age / 4
+        ):
             return self._url
         try:
             if self._url is not None:
@@ -137,8 +147,9 @@ class Mailbox:
                 self._touched = now
                 return self._url
         except QueueGone:
-            log.warning("response queue %s was reaped; creating it again", self._name)
-        first = self._url is None and self._touched == 0.0
+            log.warning("response queue %s was reaped; a new one will be created", self._name)
+            self._renew()
+        first = self._touched == 0.0
         try:
             self._url = self._queues().create(
                 self._name,

@@ -8,6 +8,7 @@ the real one; :class:`MemoryQueueService` is the stub for unit tests.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -37,9 +38,7 @@ class QueueService(ABC):
     """Named queues of text messages, addressed by URL once resolved."""
 
     @abstractmethod
-    def create(
-        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
-    ) -> str:
+    def create(self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]) -> str:
         """Create queue ``name`` (idempotent) and return its URL."""
 
     @abstractmethod
@@ -104,9 +103,7 @@ class SQSQueueService(QueueService):
                 raise QueueGone(kwargs.get("QueueUrl") or kwargs.get("QueueName")) from exc
             raise
 
-    def create(
-        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
-    ) -> str:
+    def create(self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]) -> str:
         response = self._call(
             "create_queue", QueueName=name, Attributes=dict(attributes), tags=dict(tags)
         )
@@ -136,10 +133,8 @@ class SQSQueueService(QueueService):
             self._call("delete_message_batch", QueueUrl=url, Entries=entries)
 
     def delete_queue(self, url: str) -> None:
-        try:
+        with contextlib.suppress(QueueGone):
             self._call("delete_queue", QueueUrl=url)
-        except QueueGone:
-            pass
 
     def list_urls(self, prefix: str) -> list[str]:
         urls: list[str] = []
@@ -179,9 +174,7 @@ class MemoryQueueService(QueueService):
         except KeyError:
             raise QueueGone(url) from None
 
-    def create(
-        self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]
-    ) -> str:
+    def create(self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]) -> str:
         with self._ready:
             self.queues.setdefault(name, _MemoryQueue(dict(tags)))
         return f"memory://{name}"

@@ -30,7 +30,7 @@ class Channel(SQS.Channel):
     """kombu's SQS channel, with plain JSON bodies and no implicit queue creation."""
 
     #: No base64 layer on message bodies (kombu's virtual transport default is base64).
-    body_encoding = None
+    body_encoding: str | None = None  # type: ignore[assignment]
 
     @property
     def sqs_base64_encoding(self) -> bool:
@@ -39,9 +39,9 @@ class Channel(SQS.Channel):
 
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
         try:
-            url: str = self._resolve_queue_url(queue)
+            url: str = self._resolve_queue_url(queue)  # type: ignore[no-untyped-call]
         except DoesNotExistQueueException:
-            name = self.canonical_queue_name(queue)
+            name = self.canonical_queue_name(queue)  # type: ignore[no-untyped-call]
             raise QueueNotProvisioned(
                 f"SQS queue {name!r} does not exist: run the provisioning step "
                 "(`make up` locally, `python -m deploy provision` or the AWS stack)"

@@ -43,7 +43,9 @@ class LocalStack:
             service, endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.settings.region
         )
 
-    def cli(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 120, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``python -m client ARGS`` against the stack."""
         return subprocess.run(
             [sys.executable, "-m", "client", *args],
@@ -71,6 +73,7 @@ class LocalStack:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = local.Stack(tmp_path_factory.mktemp("run"))
     saved = dict(os.environ)
+    app: CloudworkerCelery | None = None
     try:
         env = local.up(stack, workers=1, concurrency=2)
         os.environ.update(env)
@@ -78,6 +81,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         app = create_app(settings)
         yield LocalStack(env, stack, settings, app, register(app))
     finally:
+        if app is not None:
+            app.services.mailbox.close()  # while the endpoint still runs
         local.down(stack)
         os.environ.clear()
         os.environ.update(saved)

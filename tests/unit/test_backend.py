@@ -43,10 +43,14 @@ def backend_of(app: CloudworkerCelery) -> CloudworkerBackend:
     return backend
 
 
-def finish(app: CloudworkerCelery, task_id: str, result: object, state: str = states.SUCCESS) -> None:
+def finish(
+    app: CloudworkerCelery, task_id: str, result: object, state: str = states.SUCCESS
+) -> None:
     """What the worker does when a task ends."""
     backend = backend_of(app)
-    request = SimpleNamespace(reply_to=backend.reply_address(), chord=None, group=None, parent_id=None)
+    request = SimpleNamespace(
+        reply_to=backend.reply_address(), chord=None, group=None, parent_id=None
+    )
     backend.store_result(task_id, result, state, request=request)
 
 
@@ -137,7 +141,9 @@ def test_notices_for_other_tasks_are_kept_for_their_waiters(app: CloudworkerCele
     assert app.AsyncResult(second).get(timeout=5) == "two"
 
 
-def test_reaped_response_queue_is_recreated(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+def test_reaped_response_queue_is_recreated(
+    app: CloudworkerCelery, queues: MemoryQueueService
+) -> None:
     task_id = sent(app)
     mailbox = app.services.mailbox
     queues.delete_queue(mailbox.url or "")
@@ -148,7 +154,9 @@ def test_reaped_response_queue_is_recreated(app: CloudworkerCelery, queues: Memo
     assert task_id != other
 
 
-def test_close_deletes_the_response_queue(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+def test_close_deletes_the_response_queue(
+    app: CloudworkerCelery, queues: MemoryQueueService
+) -> None:
     sent(app)
     mailbox = app.services.mailbox
     assert queues.list_urls(SETTINGS.response_queue_prefix) == [mailbox.url]
@@ -160,7 +168,9 @@ def test_reply_to_is_the_response_queue(app: CloudworkerCelery) -> None:
     assert backend_of(app).reply_address().startswith(SETTINGS.response_queue_prefix)
 
 
-def test_notices_go_only_to_response_queues(app: CloudworkerCelery, queues: MemoryQueueService) -> None:
+def test_notices_go_only_to_response_queues(
+    app: CloudworkerCelery, queues: MemoryQueueService
+) -> None:
     queues.create("victim", attributes={}, tags={})
     request = SimpleNamespace(reply_to="victim", chord=None, group=None, parent_id=None)
     backend_of(app).store_result("t1", 1, states.SUCCESS, request=request)
