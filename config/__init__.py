@@ -55,6 +55,8 @@ class Settings:
     response_queue_max_age: int = 3600
     #: Default seconds a client waits for a result.
     timeout: float = 300.0
+    #: Delete a claim-checked argument once the task that consumed it has ended.
+    delete_consumed_payloads: bool = True
 
     @property
     def task_queue_name(self) -> str:
@@ -95,6 +97,12 @@ class Settings:
 
 
 def _coerce(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{PREFIX}{name.upper()}={raw!r} is not true or false")
     try:
         if kind is int:
             return int(raw.replace("_", ""))

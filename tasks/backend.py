@@ -161,7 +161,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         # Large results come back as payload references: fetch them before the
         # caller sees the result.
         if meta.get("status") == states.SUCCESS:
-            meta["result"] = self.services.claims.resolve(meta.get("result"))
+            meta["result"] = self.services.codec.resolve(meta.get("result"))
         result: dict[str, Any] = super().meta_from_decoded(meta)
         return result
 

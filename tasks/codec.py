@@ -5,19 +5,21 @@ travels through S3 and the message carries a small reference. It happens here,
 once, in the serializer every message and result goes through (kombu's ``json``
 is re-registered with this codec), so neither task functions nor callers know:
 
-* ``bytes`` larger than the inline limit are stored raw under ``payloads/`` (or
-  the prefix :func:`payload_prefix` sets) and encoded as a
-  ``{"__type__": "cloudworker.payload", ...}`` reference. Decoding gives a lazy
-  :class:`PayloadRef`; the receiving side calls :meth:`ClaimCheck.resolve` where
-  it is cheap to block (the worker's pool child, the waiting client), never in
-  the worker's consumer loop, which decodes every task body.
-* A document still larger than the limit (a list of millions of integers) is
-  stored whole and the message is a ``cloudworker.document`` reference, resolved
-  eagerly on decode.
+* ``bytes`` larger than the inline limit are stored raw and encoded as a
+  ``{"__type__": "cloudworker.payload", ...}`` reference.
+* When a message is still too large, its large parts (each task argument and
+  keyword value, i.e. anything at depth two such as Celery's
+  ``[args, kwargs, embed]``) are stored as JSON and encoded as
+  ``cloudworker.json`` references.
+* Only a message whose size is not in such parts is stored whole
+  (``cloudworker.document``); it is resolved as soon as it is decoded.
 
-Every stored payload carries its SHA-256; a payload that is missing, expired or
-altered raises :class:`~tasks.errors.PayloadError` instead of hanging. Small
-``bytes`` are inline base64 in kombu's own ``{"__type__": "base64"}`` form.
+References decode to lazy :class:`PayloadRef` objects, and the receiving side
+calls :meth:`Codec.resolve` where blocking is cheap: the worker's pool process
+just before the task runs (never its consumer loop, which decodes every task
+body), and the waiting client. Every payload carries its SHA-256; a payload
+that is missing, expired or altered raises :class:`~tasks.errors.PayloadError`.
+Small ``bytes`` are inline base64 in kombu's own ``{"__type__": "base64"}`` form.
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ from kombu.utils import json as kombu_json
 from tasks.errors import LimitExceeded, PayloadError
 from tasks.objectstore import ObjectStore
 
-__all__ = ["ClaimCheck", "PayloadRef", "install", "payload_prefix"]
+__all__ = ["ClaimCheck", "Codec", "PayloadRef", "install", "payload_prefix"]
 
 PAYLOAD_TYPE = "cloudworker.payload"
+JSON_TYPE = "cloudworker.json"
 DOCUMENT_TYPE = "cloudworker.document"
 _BASE64_GROWTH = 4 / 3
+#: A part of an oversized message is checked in when its JSON is over this share of the limit.
+_PART_SHARE = 4
 
 _prefix: ContextVar[str] = ContextVar("cloudworker_payload_prefix", default="payloads/")
 
@@ -59,21 +64,30 @@ def payload_prefix(prefix: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class PayloadRef:
-    """A claim ticket: where a payload is stored, its size and its digest."""
+    """A claim ticket: where a payload is stored, its size, its digest, what it holds."""
 
     key: str
     size: int
     sha256: str
+    #: True when the payload is JSON to decode, False when it is raw bytes.
+    is_json: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "size": self.size, "sha256": self.sha256}
 
     @classmethod
-    def from_json(cls, value: Any) -> PayloadRef:
+    def from_json(cls, value: Any, *, is_json: bool = False) -> PayloadRef:
         try:
-            return cls(str(value["key"]), int(value["size"]), str(value["sha256"]))
+            return cls(str(value["key"]), int(value["size"]), str(value["sha256"]), is_json)
         except (TypeError, KeyError, ValueError):
             raise PayloadError(f"malformed payload reference: {value!r:.80}") from None
+
+    def marker(self) -> dict[str, Any]:
+        """The JSON that stands for the payload in a message."""
+        return {
+            "__type__": JSON_TYPE if self.is_json else PAYLOAD_TYPE,
+            "__value__": self.to_json(),
+        }
 
 
 class ClaimCheck:
@@ -90,27 +104,22 @@ class ClaimCheck:
         self.inline_max_bytes = inline_max_bytes
         self.max_payload_bytes = max_payload_bytes
 
-    def check_in(self, data: bytes) -> PayloadRef:
+    def check_in(self, data: bytes, *, is_json: bool = False) -> PayloadRef:
         """Store ``data`` and return its ticket."""
-        if len(data) > self.max_payload_bytes:
-            raise LimitExceeded(
-                f"payload of {len(data)} bytes is over the limit of {self.max_payload_bytes}"
-            )
+        self._check_size(len(data))
         ref = PayloadRef(
             key=f"{_prefix.get()}{uuid.uuid4().hex}",
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
+            is_json=is_json,
         )
         self._store().put(ref.key, data)
         return ref
 
     def fetch(self, ref: PayloadRef) -> bytes:
         """The payload behind ``ref``, checked against its size and digest."""
-        if ref.size > self.max_payload_bytes:
-            raise LimitExceeded(
-                f"payload of {ref.size} bytes is over the limit of {self.max_payload_bytes}"
-            )
-        data = self._store().get(ref.key)
+        self._check_size(ref.size)
+        data = self._store().get(ref.key, size_hint=ref.size)
         if data is None:
             raise PayloadError(f"payload {ref.key} is missing or has expired")
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
@@ -123,44 +132,38 @@ class ClaimCheck:
         for ref in refs:
             store.delete(ref.key)
 
-    def resolve(self, value: Any, found: list[PayloadRef] | None = None) -> Any:
-        """``value`` with every :class:`PayloadRef` in it replaced by its bytes.
-
-        The refs resolved are appended to ``found`` when it is given.
-        """
-        if isinstance(value, PayloadRef):
-            if found is not None:
-                found.append(value)
-            return self.fetch(value)
-        if isinstance(value, (list, tuple)):
-            if not any(isinstance(item, _CONTAINERS) for item in value):
-                return value
-            items = [self.resolve(item, found) for item in value]
-            return items if isinstance(value, list) else tuple(items)
-        if isinstance(value, dict):
-            return {key: self.resolve(item, found) for key, item in value.items()}
-        return value
-
-
-_CONTAINERS = (PayloadRef, list, tuple, dict)
+    def _check_size(self, size: int) -> None:
+        if size > self.max_payload_bytes:
+            raise LimitExceeded(
+                f"payload of {size} bytes is over the limit of {self.max_payload_bytes}"
+            )
 
 
 class _Encoder(kombu_json.JSONEncoder):
-    """kombu's encoder, with large ``bytes`` checked into S3."""
+    """kombu's encoder, with large ``bytes`` checked into S3 (once per object)."""
 
-    def __init__(self, *, claims: ClaimCheck | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        claims: ClaimCheck | None = None,
+        memo: dict[int, PayloadRef] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._claims = claims
+        self._memo = {} if memo is None else memo
 
     def default(self, o: Any) -> Any:
         if isinstance(o, (bytes, bytearray, memoryview)):
-            data = bytes(o)
             claims = self._claims
-            if claims is not None and len(data) * _BASE64_GROWTH > claims.inline_max_bytes:
-                return {"__type__": PAYLOAD_TYPE, "__value__": claims.check_in(data).to_json()}
-            return {"__type__": "base64", "__value__": base64.b64encode(data).decode("ascii")}
+            if claims is not None and len(o) * _BASE64_GROWTH > claims.inline_max_bytes:
+                ref = self._memo.get(id(o))
+                if ref is None:
+                    ref = self._memo[id(o)] = claims.check_in(bytes(o))
+                return ref.marker()
+            return {"__type__": "base64", "__value__": base64.b64encode(o).decode("ascii")}
         if isinstance(o, PayloadRef):
-            return {"__type__": PAYLOAD_TYPE, "__value__": o.to_json()}
+            return o.marker()
         encoded: Any = super().default(o)  # type: ignore[no-untyped-call]
         return encoded
 
@@ -175,14 +178,53 @@ class Codec:
         self.claims = claims
 
     def dumps(self, obj: Any, *, whole_document: bool = True) -> str:
-        """JSON text of ``obj``; large bytes (and, with ``whole_document``, a large
-        document) are checked in."""
-        text: str = json.dumps(obj, cls=_Encoder, claims=self.claims, separators=(",", ":"))
+        """JSON text of ``obj`` that fits in a message.
+
+        With ``whole_document=False`` (a record that lives in S3 anyway) only
+        large ``bytes`` are checked in.
+        """
+        memo: dict[int, PayloadRef] = {}
+        text = self._encode(obj, memo)
         claims = self.claims
-        if whole_document and claims is not None and len(text) > claims.inline_max_bytes:
-            ref = claims.check_in(text.encode("utf-8"))
-            return json.dumps({"__type__": DOCUMENT_TYPE, "__value__": ref.to_json()})
+        if not whole_document or claims is None or len(text) <= claims.inline_max_bytes:
+            return text
+        slimmer = self._encode(self._check_in_parts(obj, claims, memo), memo)
+        if len(slimmer) <= claims.inline_max_bytes:
+            return slimmer
+        ref = claims.check_in(slimmer.encode("utf-8"), is_json=True)
+        return json.dumps({"__type__": DOCUMENT_TYPE, "__value__": ref.to_json()})
+
+    def _encode(self, obj: Any, memo: dict[int, PayloadRef]) -> str:
+        text: str = json.dumps(
+            obj, cls=_Encoder, claims=self.claims, memo=memo, separators=(",", ":")
+        )
         return text
+
+    def _check_in_parts(self, obj: Any, claims: ClaimCheck, memo: dict[int, PayloadRef]) -> Any:
+        """``obj`` with its large parts at depth two replaced by JSON references."""
+
+        def part(value: Any) -> Any:
+            if not isinstance(value, (list, tuple, dict, str)):
+                return value
+            text = self._encode(value, memo)
+            if len(text) * _PART_SHARE <= claims.inline_max_bytes:
+                return value
+            return claims.check_in(text.encode("utf-8"), is_json=True)
+
+        def parts_of(value: Any) -> Any:
+            if isinstance(value, (list, tuple)):
+                return [part(item) for item in value]
+            if isinstance(value, dict):
+                return {key: part(item) for key, item in value.items()}
+            return value
+
+        # Depth one stays as it is: Celery unpacks ``[args, kwargs, embed]`` as soon
+        # as it decodes a task, so only the arguments themselves may be references.
+        if isinstance(obj, (list, tuple)):
+            return [parts_of(item) for item in obj]
+        if isinstance(obj, dict):
+            return {key: parts_of(item) for key, item in obj.items()}
+        return obj
 
     def loads(self, data: str | bytes | bytearray | memoryview) -> Any:
         if isinstance(data, memoryview):
@@ -193,11 +235,38 @@ class Codec:
         kind = obj.get("__type__") if len(obj) == 2 and "__value__" in obj else None
         if kind == PAYLOAD_TYPE:
             return PayloadRef.from_json(obj["__value__"])
+        if kind == JSON_TYPE:
+            return PayloadRef.from_json(obj["__value__"], is_json=True)
         if kind == DOCUMENT_TYPE:
             if self.claims is None:
                 raise PayloadError("a claim-checked message arrived but no store is configured")
-            return self.loads(self.claims.fetch(PayloadRef.from_json(obj["__value__"])))
+            ref = PayloadRef.from_json(obj["__value__"], is_json=True)
+            return self.loads(self.claims.fetch(ref))
         return kombu_json.object_hook(obj)
+
+    def resolve(self, value: Any, found: list[PayloadRef] | None = None) -> Any:
+        """``value`` with every :class:`PayloadRef` in it replaced by what it stands for.
+
+        The references resolved are appended to ``found`` when it is given.
+        """
+        if isinstance(value, PayloadRef):
+            if self.claims is None:
+                raise PayloadError("a claim-checked payload arrived but no store is configured")
+            if found is not None:
+                found.append(value)
+            data = self.claims.fetch(value)
+            return self.resolve(self.loads(data), found) if value.is_json else data
+        if isinstance(value, (list, tuple)):
+            if not any(isinstance(item, _CONTAINERS) for item in value):
+                return value
+            items = [self.resolve(item, found) for item in value]
+            return items if isinstance(value, list) else tuple(items)
+        if isinstance(value, dict):
+            return {key: self.resolve(item, found) for key, item in value.items()}
+        return value
+
+
+_CONTAINERS = (PayloadRef, list, tuple, dict)
 
 
 def install(codec: Codec) -> None:

@@ -7,10 +7,12 @@ bytes under string keys. :class:`S3ObjectStore` is the real one;
 
 from __future__ import annotations
 
+import io
 import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 __all__ = ["MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
@@ -28,22 +30,43 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def get(self, key: str) -> bytes | None:
-        """The bytes at ``key``, or ``None`` when there is nothing there."""
+    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
+        """The bytes at ``key``, or ``None`` when there is nothing there.
+
+        ``size_hint`` (the expected size, when known) lets a large object be
+        fetched in parallel parts.
+        """
 
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
 
 
+#: Objects larger than this move in parts (multipart upload, ranged downloads).
+MULTIPART_BYTES = 16 * 1024 * 1024
+
+
 class S3ObjectStore(ObjectStore):
-    """An :class:`ObjectStore` on one S3 bucket."""
+    """An :class:`ObjectStore` on one S3 bucket.
+
+    Large objects go through boto3's transfer manager: multipart uploads and
+    ranged downloads of 16 MiB parts, four at a time, so a failed part is
+    retried alone and large payloads move at several connections' speed.
+    """
 
     def __init__(self, s3: Any, bucket: str) -> None:
         self._s3 = s3
         self.bucket = bucket
+        self._transfer = TransferConfig(
+            multipart_threshold=MULTIPART_BYTES,
+            multipart_chunksize=MULTIPART_BYTES,
+            max_concurrency=4,
+        )
 
     def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        if len(data) > MULTIPART_BYTES and not only_if_absent:
+            self._s3.upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self._transfer)
+            return True
         extra = {"IfNoneMatch": "*"} if only_if_absent else {}
         try:
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
@@ -55,7 +78,16 @@ class S3ObjectStore(ObjectStore):
             raise
         return True
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
+        if size_hint is not None and size_hint > MULTIPART_BYTES:
+            buffer = io.BytesIO()
+            try:
+                self._s3.download_fileobj(self.bucket, key, buffer, Config=self._transfer)
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    return None
+                raise
+            return buffer.getvalue()
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -83,7 +115,7 @@ class MemoryObjectStore(ObjectStore):
             self.objects[key] = bytes(data)
             return True
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
         return self.objects.get(key)
 
     def delete(self, key: str) -> None:

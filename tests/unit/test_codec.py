@@ -42,18 +42,42 @@ def test_large_bytes_are_checked_in_raw_and_come_back_lazily(
     ref = decoded[0][0]
     assert isinstance(ref, PayloadRef)
     assert ref.size == len(image)
-    assert codec.claims is not None
-    assert codec.claims.resolve(decoded) == [[image], {}]
+    assert codec.resolve(decoded) == [[image], {}]
 
 
-def test_large_document_is_checked_in_whole_and_resolved_on_decode(
+def test_a_large_argument_becomes_a_lazy_json_reference(
     codec: Codec, store: MemoryObjectStore
 ) -> None:
     numbers = list(range(1000))
-    text = codec.dumps([[numbers], {}, None])
+    text = codec.dumps([[numbers, 7], {"k": "v"}, None])
+    message = json.loads(text)
+    assert message[0][0]["__type__"] == "cloudworker.json"
+    assert message[0][1:] == [7] and message[1:] == [{"k": "v"}, None]
+    decoded = codec.loads(text)
+    assert isinstance(decoded[0][0], PayloadRef)
+    found: list[PayloadRef] = []
+    assert codec.resolve(decoded, found) == [[numbers, 7], {"k": "v"}, None]
+    assert [ref.key for ref in found] == list(store.objects)
+
+
+def test_a_message_too_large_in_small_parts_is_stored_whole(
+    codec: Codec, store: MemoryObjectStore
+) -> None:
+    body = [list(range(1000)), {}, None]  # depth two holds only small integers
+    text = codec.dumps(body)
     assert json.loads(text)["__type__"] == "cloudworker.document"
     assert len(store.objects) == 1
-    assert codec.loads(text) == [[numbers], {}, None]
+    assert codec.loads(text) == body
+
+
+def test_bytes_are_uploaded_once_even_when_parts_are_checked_in(
+    codec: Codec, store: MemoryObjectStore
+) -> None:
+    image = b"\x01" * 5000
+    body = [[image, list(range(1000))], {}, None]
+    decoded = codec.loads(codec.dumps(body))
+    assert len(store.objects) == 2  # the image once, the integer list once
+    assert codec.resolve(decoded) == body
 
 
 def test_payload_prefix_sets_where_payloads_go(codec: Codec, store: MemoryObjectStore) -> None:
@@ -65,13 +89,12 @@ def test_payload_prefix_sets_where_payloads_go(codec: Codec, store: MemoryObject
 def test_tampered_payload_is_refused(codec: Codec, store: MemoryObjectStore) -> None:
     decoded = codec.loads(codec.dumps(b"y" * 5000))
     store.objects[decoded.key] = b"z" * 5000
-    assert codec.claims is not None
     with pytest.raises(PayloadError, match="does not match its digest"):
-        codec.claims.resolve(decoded)
+        codec.resolve(decoded)
 
 
 def test_missing_payload_is_a_clear_error(codec: Codec, store: MemoryObjectStore) -> None:
-    text = codec.dumps(list(range(1000)))
+    text = codec.dumps([list(range(1000))])
     store.objects.clear()
     with pytest.raises(PayloadError, match="missing or has expired"):
         codec.loads(text)
@@ -91,5 +114,4 @@ def test_malformed_reference_is_a_payload_error(codec: Codec) -> None:
 
 def test_resolve_leaves_plain_lists_alone(codec: Codec) -> None:
     numbers = list(range(10))
-    assert codec.claims is not None
-    assert codec.claims.resolve(numbers) is numbers
+    assert codec.resolve(numbers) is numbers
