@@ -63,7 +63,7 @@ def test_a_large_argument_becomes_a_lazy_json_reference(
 def test_a_message_too_large_in_small_parts_is_stored_whole(
     codec: Codec, store: MemoryObjectStore
 ) -> None:
-    body = [list(range(1000)), {}, None]  # depth two holds only small integers
+    body: list[object] = [list(range(1000)), {}, None]  # depth two holds only small integers
     text = codec.dumps(body)
     assert json.loads(text)["__type__"] == "cloudworker.document"
     assert len(store.objects) == 1
@@ -74,7 +74,7 @@ def test_bytes_are_uploaded_once_even_when_parts_are_checked_in(
     codec: Codec, store: MemoryObjectStore
 ) -> None:
     image = b"\x01" * 5000
-    body = [[image, list(range(1000))], {}, None]
+    body: list[object] = [[image, list(range(1000))], {}, None]
     decoded = codec.loads(codec.dumps(body))
     assert len(store.objects) == 2  # the image once, the integer list once
     assert codec.resolve(decoded) == body
