@@ -57,11 +57,24 @@ class Settings:
     timeout: float = 300.0
     #: Delete a claim-checked argument once the task that consumed it has ended.
     delete_consumed_payloads: bool = True
+    #: Whether workers process images dropped under ``inbox_prefix``.
+    inbox_enabled: bool = True
+    #: S3 prefix watched for new images.
+    inbox_prefix: str = "inbox/"
+    #: S3 prefix the grey images (and ``.error.json`` reports) are written to.
+    outbox_prefix: str = "outbox/"
+    #: Name (without the prefix) of the queue receiving the bucket's inbox events.
+    inbox_queue: str = "inbox-events"
 
     @property
     def task_queue_name(self) -> str:
         """The SQS name of the task queue."""
         return f"{self.queue_prefix}{self.task_queue}"
+
+    @property
+    def inbox_queue_name(self) -> str:
+        """The SQS name of the queue receiving the bucket's inbox events."""
+        return f"{self.queue_prefix}{self.inbox_queue}"
 
     @property
     def response_queue_prefix(self) -> str:

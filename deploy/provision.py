@@ -31,6 +31,7 @@ class Provisioned:
     bucket: str
     task_queue_url: str
     dead_letter_queue_url: str
+    inbox_queue_url: str
 
 
 def dead_letter_queue_name(settings: Settings) -> str:
@@ -39,26 +40,68 @@ def dead_letter_queue_name(settings: Settings) -> str:
 
 
 def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
-    """Create or update the bucket, the task queue and its dead-letter queue."""
+    """Create or update the bucket, the task, dead-letter and inbox-events queues."""
     _ensure_bucket(s3, settings)
     dlq_url = _ensure_queue(
         sqs, dead_letter_queue_name(settings), {"MessageRetentionPeriod": "1209600"}
     )
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": _arn_of(sqs, dlq_url), "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    )
     task_url = _ensure_queue(
         sqs,
         settings.task_queue_name,
         {
             "VisibilityTimeout": str(settings.visibility_timeout),
             "ReceiveMessageWaitTimeSeconds": str(settings.wait_seconds),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
-            ),
+            "RedrivePolicy": redrive,
         },
     )
-    return Provisioned(settings.bucket, task_url, dlq_url)
+    inbox_url = _ensure_inbox(sqs, s3, settings, redrive)
+    return Provisioned(settings.bucket, task_url, dlq_url, inbox_url)
+
+
+def _ensure_inbox(sqs: Any, s3: Any, settings: Settings, redrive: str) -> str:
+    """The queue S3 notifies of objects created under the inbox prefix, and the notification."""
+    url = _ensure_queue(
+        sqs, settings.inbox_queue_name, {"VisibilityTimeout": "60", "RedrivePolicy": redrive}
+    )
+    arn = _arn_of(sqs, url)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "S3InboxEvents",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{settings.bucket}"}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    prefix_rule = {"Name": "prefix", "Value": settings.inbox_prefix}
+    s3.put_bucket_notification_configuration(
+        Bucket=settings.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "cloudworker-inbox",
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [prefix_rule]}},
+                }
+            ]
+        },
+    )
+    return url
+
+
+def _arn_of(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    arn: str = attributes["Attributes"]["QueueArn"]
+    return arn
 
 
 def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:

@@ -83,6 +83,10 @@ def create_app(
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
+    if settings.inbox_enabled:
+        from tasks.inbox import InboxConsumer
+
+        app.steps["consumer"].add(InboxConsumer)
     return app
 
 

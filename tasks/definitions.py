@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
 
-from tasks import imaging, stats
+from tasks import imaging, inbox, stats
 from tasks.errors import InvalidImage, InvalidNumbers
 
 __all__ = ["TaskSet", "register"]
@@ -21,6 +22,7 @@ class TaskSet(NamedTuple):
 
     compute_stats: Task
     grayscale_image: Task
+    process_inbox_object: Task
 
 
 def register(app: Celery) -> TaskSet:
@@ -43,4 +45,15 @@ def register(app: Celery) -> TaskSet:
             raise InvalidImage(f"image must be bytes, not {type(image).__name__}")
         return imaging.to_grayscale(image, output_format=format, max_pixels=settings.max_pixels)
 
-    return TaskSet(compute_stats, grayscale_image)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=inbox.PROCESS_TASK,
+        autoretry_for=(BotoCoreError, ClientError),
+        retry_backoff=True,
+        retry_jitter=True,
+        max_retries=5,
+    )
+    def process_inbox_object(key: str) -> str:
+        """Turn an image dropped under the inbox prefix grey, into the outbox."""
+        return inbox.process_object(app.services.store(), key, settings)
+
+    return TaskSet(compute_stats, grayscale_image, process_inbox_object)

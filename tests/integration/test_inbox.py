@@ -1,0 +1,77 @@
+"""Images dropped under inbox/ with plain boto3 come out grey under outbox/."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.integration.conftest import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return dict(s3.get_object(Bucket=bucket, Key=key))
+        except s3.exceptions.NoSuchKey:
+            time.sleep(0.2)
+    raise AssertionError(f"{key} did not appear within {timeout} s")
+
+
+def queue_depth(stack: LocalStack, name: str) -> int:
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def jpeg(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (120, 80), color).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def test_dropped_image_appears_grey_in_the_outbox(stack: LocalStack) -> None:
+    s3, bucket = stack.client("s3"), stack.settings.bucket
+    s3.put_object(Bucket=bucket, Key="inbox/holiday/beach 1.jpg", Body=jpeg((10, 120, 250)))
+    found = wait_for_object(s3, bucket, "outbox/holiday/beach 1.jpg")
+    image = Image.open(io.BytesIO(found["Body"].read()))
+    assert (image.format, image.mode, image.size) == ("JPEG", "L", (120, 80))
+    assert abs(int(image.getpixel((60, 40))) - 103) <= 3  # type: ignore[arg-type]
+
+
+def test_the_same_object_twice_writes_the_same_output(stack: LocalStack) -> None:
+    s3, bucket = stack.client("s3"), stack.settings.bucket
+    data = jpeg((200, 100, 50))
+    s3.put_object(Bucket=bucket, Key="inbox/twice.jpg", Body=data)
+    first = wait_for_object(s3, bucket, "outbox/twice.jpg")["Body"].read()
+    s3.delete_object(Bucket=bucket, Key="outbox/twice.jpg")
+    s3.put_object(Bucket=bucket, Key="inbox/twice.jpg", Body=data)
+    second = wait_for_object(s3, bucket, "outbox/twice.jpg")["Body"].read()
+    assert first == second
+
+
+def test_corrupt_image_is_reported_once_and_nothing_loops(stack: LocalStack) -> None:
+    s3, bucket = stack.client("s3"), stack.settings.bucket
+    s3.put_object(Bucket=bucket, Key="inbox/corrupt.jpg", Body=jpeg((1, 2, 3))[:200])
+    found = wait_for_object(s3, bucket, "outbox/corrupt.jpg.error.json")
+    report = json.loads(found["Body"].read())
+    assert report["key"] == "inbox/corrupt.jpg"
+    assert report["error"] == "InvalidImage" and "truncated" in report["reason"]
+    time.sleep(3)
+    assert queue_depth(stack, stack.settings.inbox_queue_name) == 0
+    assert queue_depth(stack, stack.settings.task_queue_name) == 0
+    again = s3.head_object(Bucket=bucket, Key="outbox/corrupt.jpg.error.json")
+    assert again["LastModified"] == found["LastModified"]
+    assert stack.worker_log().count("inbox: queued inbox/corrupt.jpg") == 1
+    assert stack.worker_alive()
