@@ -24,8 +24,8 @@ from urllib.parse import unquote_plus
 
 from celery import bootsteps
 from kombu.entity import Queue
-from kombu.messaging import Consumer
 from kombu.message import Message
+from kombu.messaging import Consumer
 
 from config import Settings
 from tasks import imaging
