@@ -15,12 +15,15 @@ $(PY):
 	  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 
-$(RUNTIME_STAMP): requirements.txt | $(PY)
+## The project itself is installed editable, so `python -m client` works from any directory.
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@ $(RUNTIME_STAMP)
 
 venv: $(RUNTIME_STAMP)

@@ -1,17 +1,26 @@
 """``python -m client``: send work to the workers from a shell.
 
-    python -m client stats FILE [--json] [--timeout SECONDS]
-    python -m client grayscale IN [-o OUT] [--timeout SECONDS]
+    python -m client stats FILE... [--json] [--timeout SECONDS]
+    python -m client grayscale IN... [-o OUT] [--timeout SECONDS]
     python -m client reap [--max-age SECONDS]
 
-Exit status: 0 on success; 2 when the input is bad (found here or reported by
-the worker), with one line ``error: <reason>`` on stderr; 1 when the
+With one input, ``stats`` prints the statistics (``--json``: exactly one JSON
+object) and ``grayscale`` writes OUT (default ``output_image.<extension of
+IN>``). With several inputs, or a directory of images, every input is one task,
+sent in SQS batches; ``stats --json`` prints one object per line with a
+``file`` key, ``grayscale`` writes into the directory OUT (default
+``output_images``), a progress bar shows on a terminal, and a summary ends the
+run on stderr.
+
+Exit status: 0 on success; 2 when an input is bad (found here or reported by
+the worker), with one line ``error: <reason>`` on stderr for each; 1 when the
 infrastructure fails (no endpoint, a queue not provisioned, a timeout).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -34,13 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     stats = commands.add_parser(
-        "stats", help="count, mean, median, min and max of a file of integers"
+        "stats", help="count, mean, median, min and max of files of integers"
     )
-    stats.add_argument("file", type=Path, help="integers separated by whitespace")
-    stats.add_argument("--json", action="store_true", help="print one JSON object")
-    gray = commands.add_parser("grayscale", help="turn an image black-and-white")
-    gray.add_argument("input", type=Path, help="the image (JPEG, PNG, WebP, GIF, TIFF, BMP ...)")
-    gray.add_argument("-o", "--output", type=Path, help="default: output_image.<extension of IN>")
+    stats.add_argument("files", type=Path, nargs="+", help="integers separated by whitespace")
+    stats.add_argument("--json", action="store_true", help="print JSON (one object per file)")
+    gray = commands.add_parser("grayscale", help="turn images black-and-white")
+    gray.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        help="images (JPEG, PNG, WebP, GIF, TIFF, BMP) or directories",
+    )
+    gray.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="one input: the output file (default output_image.<extension of IN>); "
+        "several: the output directory (default output_images)",
+    )
     for sub in (stats, gray):
         sub.add_argument(
             "--timeout",
@@ -119,14 +139,34 @@ def _timeout(args: argparse.Namespace) -> float:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from client.batch import Item, Progress, run
     from client.numbers import parse_integers
     from tasks import compute_stats
 
-    numbers = parse_integers(_read(args.file), source=str(args.file))
+    def loader(path: Path) -> Callable[[], tuple[Any, ...]]:
+        return lambda: (parse_integers(_read(path), source=str(path)),)
+
+    files: list[Path] = args.files
+    items = [Item(str(path), loader(path)) for path in files]
     timeout = _timeout(args)
-    stats = compute_stats.delay(numbers).get(timeout=timeout)
-    print(render_stats_json(stats) if args.json else render_stats_text(stats))
-    return EXIT_OK
+    report = run(compute_stats, items, timeout=timeout, progress=Progress(len(items)))
+    single = len(items) == 1
+    for item in report.items:
+        if item.error is not None:
+            _say(
+                item.error
+                if single or item.error.startswith(item.label)
+                else f"{item.label}: {item.error}"
+            )
+        elif single:
+            print(render_stats_json(item.value) if args.json else render_stats_text(item.value))
+        elif args.json:
+            print(render_stats_json(item.value, file=item.label))
+        else:
+            print(f"== {item.label}\n{render_stats_text(item.value)}")
+    if not single:
+        print(report.summary(), file=sys.stderr)
+    return EXIT_BAD_INPUT if report.bad else EXIT_OK
 
 
 STATS_KEYS = ("count", "mean", "median", "min", "max")
@@ -141,9 +181,12 @@ def _number(value: Any) -> str:
     return repr(value)
 
 
-def render_stats_json(stats: dict[str, Any]) -> str:
-    """One JSON object with the keys count, mean, median, min and max."""
-    return "{" + ", ".join(f'"{key}": {_number(stats[key])}' for key in STATS_KEYS) + "}"
+def render_stats_json(stats: dict[str, Any], *, file: str | None = None) -> str:
+    """One JSON object with the keys count, mean, median, min and max (``file`` first if given)."""
+    fields = [f'"{key}": {_number(stats[key])}' for key in STATS_KEYS]
+    if file is not None:
+        fields.insert(0, f'"file": {json.dumps(file)}')
+    return "{" + ", ".join(fields) + "}"
 
 
 def render_stats_text(stats: dict[str, Any]) -> str:
@@ -152,22 +195,69 @@ def render_stats_text(stats: dict[str, Any]) -> str:
 
 
 def _grayscale(args: argparse.Namespace) -> int:
+    from client.batch import Item, Progress, run
     from tasks import grayscale_image
     from tasks.imaging import image_format_for_extension
 
-    source: Path = args.input
-    output: Path = args.output or Path(f"output_image{source.suffix or '.jpg'}")
-    output_format = image_format_for_extension(output.name)
-    data = _read(source)
+    inputs: list[Path] = args.inputs
+    pairs = _image_pairs(inputs, args.output)
+
+    def loader(source: Path, target: Path) -> Callable[[], tuple[Any, ...]]:
+        return lambda: (_read(source), image_format_for_extension(target.name))
+
+    items = [Item(str(source), loader(source, target)) for source, target in pairs]
     timeout = _timeout(args)
-    grey = grayscale_image.delay(data, output_format).get(timeout=timeout)
-    try:
-        output.write_bytes(grey)
-    except OSError as exc:
-        _say(f"cannot write {output}: {exc.strerror or exc}")
-        return EXIT_FAILURE
-    print(f"wrote {output} ({len(grey)} bytes)")
-    return EXIT_OK
+    report = run(grayscale_image, items, timeout=timeout, progress=Progress(len(items)))
+    single = len(items) == 1
+    unwritten = 0
+    for item, (_, target) in zip(report.items, pairs, strict=True):
+        if item.error is not None:
+            _say(
+                item.error if single or item.label in item.error else f"{item.label}: {item.error}"
+            )
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.value)
+        except OSError as exc:
+            _say(f"cannot write {target}: {exc.strerror or exc}")
+            unwritten += 1
+            continue
+        print(f"wrote {target} ({len(item.value)} bytes)")
+    if not single:
+        print(report.summary(), file=sys.stderr)
+    if report.bad:
+        return EXIT_BAD_INPUT
+    return EXIT_FAILURE if unwritten else EXIT_OK
+
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+
+
+def _image_pairs(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
+    """(input image, output path) for every image named or found in a named directory."""
+    from tasks.errors import InvalidInput
+
+    if len(inputs) == 1 and not inputs[0].is_dir() and not (output and output.is_dir()):
+        source = inputs[0]
+        return [(source, output or Path(f"output_image{source.suffix or '.jpg'}"))]
+    outdir = output or Path("output_images")
+    pairs: list[tuple[Path, Path]] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            pairs += [(p, outdir / p.relative_to(path)) for p in found if p.is_file()]
+        else:
+            pairs.append((path, outdir / path.name))
+    if not pairs:
+        raise InvalidInput("no images found in " + ", ".join(map(str, inputs)))
+    targets = [target.resolve() for _, target in pairs]
+    sources = {source.resolve() for source, _ in pairs}
+    if len(set(targets)) != len(targets) or sources & set(targets):
+        raise InvalidInput(
+            f"outputs in {outdir} would collide or overwrite an input: choose another -o"
+        )
+    return pairs
 
 
 def _reap(args: argparse.Namespace) -> int:

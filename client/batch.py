@@ -1,0 +1,108 @@
+"""Submitting many inputs at once: batched sends, a progress bar, a summary.
+
+Every input becomes one task. The messages are sent with SQS batch sends (ten
+per request, :func:`tasks.transport.batch_sends`), then the answers are
+collected from this process's response queue as they arrive. A bad input (one
+the client cannot read, or one the worker refuses) is recorded and the batch
+goes on; the caller decides the exit status from the items.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from tasks.errors import InvalidInput
+from tasks.transport import batch_sends
+
+__all__ = ["Item", "Progress", "Report", "run"]
+
+
+@dataclass
+class Item:
+    """One input of a batch and what became of it."""
+
+    label: str
+    #: Reads the input and returns the task's arguments; raises InvalidInput if it is bad.
+    load: Callable[[], tuple[Any, ...]]
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    """What a batch cost and how it went."""
+
+    items: list[Item] = field(default_factory=list)
+    messages: int = 0
+    requests: int = 0
+
+    @property
+    def bad(self) -> list[Item]:
+        return [item for item in self.items if item.error is not None]
+
+    def summary(self) -> str:
+        done = len(self.items) - len(self.bad)
+        saved = self.messages - self.requests
+        return (
+            f"{len(self.items)} inputs: {done} done, {len(self.bad)} bad; "
+            f"{self.messages} tasks sent in {self.requests} SQS requests "
+            f"({saved} saved by batching)"
+        )
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when the stream is not one."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool | None = None):
+        self.total = total
+        self.done = 0
+        self._stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = 30 * self.done // max(self.total, 1)
+            self._stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def run(task: Any, items: Sequence[Item], *, timeout: float, progress: Progress) -> Report:
+    """Send one ``task`` per item, wait for every answer, return the report."""
+    report = Report(list(items))
+    sent = []
+    with batch_sends() as batch:
+        for item in report.items:
+            try:
+                arguments = item.load()
+            except InvalidInput as exc:
+                item.error = str(exc)
+                progress.advance()
+                continue
+            sent.append((item, task.apply_async(arguments)))
+    report.messages, report.requests = batch.messages, batch.requests
+    deadline = time.monotonic() + timeout
+    try:
+        for item, result in sent:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CeleryTimeoutError("The operation timed out.")
+            try:
+                item.value = result.get(timeout=remaining)
+            except InvalidInput as exc:
+                item.error = str(exc)
+            progress.advance()
+    finally:
+        progress.close()
+    return report
