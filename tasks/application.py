@@ -62,9 +62,21 @@ def create_app(
             # Long polling already waits; a client-side sleep on top only adds latency.
             "polling_interval": 0,
             "visibility_timeout": settings.visibility_timeout,
+            # kombu's own boto3 client (publish, acknowledge): bounded waits, and
+            # botocore's standard retries with backoff for throttling and 5xx.
+            "client-config": {
+                "connect_timeout": 5,
+                "read_timeout": settings.wait_seconds + 15,
+                "retries": {"mode": "standard", "max_attempts": 8},
+            },
         },
         broker_connection_retry_on_startup=True,
         result_backend="tasks.backend:CloudworkerBackend",
+        # A result is stored through endpoint faults: transient errors are retried with
+        # exponential backoff (up to 10 s apart, for about five minutes).
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
+        result_backend_max_sleep_between_retries_ms=10_000,
         # JSON only, everywhere: a pickle message is refused, never deserialized.
         task_serializer="json",
         result_serializer="json",

@@ -29,6 +29,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+from tasks.awserrors import is_transient
 from tasks.codec import payload_prefix
 from tasks.queues import QueueGone
 
@@ -210,6 +211,10 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         except Exception:
             # The result is safe in S3, and the client's safety check will find it.
             log.exception("could not notify %s of task %s", reply_to, task_id)
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        """Storing and reading results is retried, with backoff, through endpoint faults."""
+        return is_transient(exc)
 
     def _forget(self, task_id: str) -> None:
         self.services.store().delete(result_key(task_id))

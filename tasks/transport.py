@@ -10,117 +10,48 @@ not by patching kombu. What it changes:
 * Queues are never created as a side effect of the first message: they belong
   to the provisioning step (``python -m deploy provision``). Using a queue that
   does not exist is a clear :class:`QueueNotProvisioned` error.
-* Inside ``with batch_sends() as batch:`` messages are not sent one request each
-  but collected and sent with ``SendMessageBatch``, ten per request, when the
-  block ends (or as each batch fills): ``group(...).apply_async()`` inside the
-  block sends a thousand tasks in a hundred requests. ``batch.requests`` and
-  ``batch.messages`` say what was saved.
+* Inside ``with tasks.batching.batch_sends():`` messages are collected and sent
+  with ``SendMessageBatch``, ten per request (see :mod:`tasks.batching`).
+* A worker survives its endpoint failing. kombu 5.7's asynchronous receive turns
+  a 5xx answer, a timeout or a broken connection into an empty *list*, on which
+  the channel crashes (``'list' object has no attribute 'get'``) and the worker
+  exits. Here such a receive counts as a failure: it is logged and retried after
+  an exponential backoff with jitter (0.5 s doubling to 30 s), and the first
+  success resets it. Every asynchronous request also gets a connect and a total
+  timeout (kombu's pycurl client sets none, so a hung connection would stall a
+  queue for ever), longer than the long poll it carries.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import uuid
-from collections.abc import Iterator
-from contextvars import ContextVar
+import logging
+import random
 from typing import Any
 
+import pycurl
+from kombu.asynchronous.http.curl import CurlClient
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 
-__all__ = [
-    "BatchSendError",
-    "Channel",
-    "QueueNotProvisioned",
-    "SendBatch",
-    "Transport",
-    "batch_sends",
-]
+from tasks.batching import BatchingClient, current_batch
 
-#: SendMessageBatch takes at most ten messages...
-_BATCH_COUNT = 10
-#: ...and, on queues older than 2025, at most 256 KiB in all.
-_BATCH_BYTES = 256 * 1024
+__all__ = ["Channel", "QueueNotProvisioned", "Transport"]
+
+
+log = logging.getLogger(__name__)
+
+#: Pause after the first failed receive; it doubles with each failure in a row...
+_BACKOFF_FIRST = 0.5
+#: ...up to this many seconds.
+_BACKOFF_MAX = 30.0
+#: Seconds to set up a connection to the endpoint.
+_CONNECT_TIMEOUT = 5
+#: Seconds a request may take beyond the long poll it carries.
+_REQUEST_MARGIN = 15
 
 
 class QueueNotProvisioned(Exception):
     """A queue the app needs does not exist: the provisioning step has not run."""
-
-
-class BatchSendError(Exception):
-    """Some messages of a batch were refused by SQS."""
-
-
-class SendBatch:
-    """Messages waiting to be sent together, per queue, and what sending them cost."""
-
-    def __init__(self) -> None:
-        self.messages = 0
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._pending: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
-
-    def add(self, client: Any, message: dict[str, Any]) -> None:
-        """Queue one ``send_message`` call's arguments; send the batch once it is full."""
-        url = message.pop("QueueUrl")
-        entry = {"Id": uuid.uuid4().hex, **message}
-        with self._lock:
-            _, entries = self._pending.setdefault(url, (client, []))
-            size = sum(len(e["MessageBody"]) for e in entries)
-            if entries and (
-                len(entries) == _BATCH_COUNT or size + len(entry["MessageBody"]) > _BATCH_BYTES
-            ):
-                self._send(url)
-                _, entries = self._pending.setdefault(url, (client, []))
-            entries.append(entry)
-
-    def flush(self) -> None:
-        """Send everything still waiting."""
-        with self._lock:
-            for url in list(self._pending):
-                self._send(url)
-
-    def _send(self, url: str) -> None:
-        client, entries = self._pending.pop(url)
-        response = client.send_message_batch(QueueUrl=url, Entries=entries)
-        self.requests += 1
-        self.messages += len(entries)
-        failed = response.get("Failed") or []
-        if failed:
-            reasons = sorted({f.get("Message") or f.get("Code", "?") for f in failed})
-            raise BatchSendError(
-                f"{len(failed)} of {len(entries)} messages were refused: {'; '.join(reasons)}"
-            )
-
-
-_batch: ContextVar[SendBatch | None] = ContextVar("cloudworker_send_batch", default=None)
-
-
-@contextlib.contextmanager
-def batch_sends() -> Iterator[SendBatch]:
-    """Collect the messages sent in this block and send them ten per request."""
-    batch = SendBatch()
-    token = _batch.set(batch)
-    try:
-        yield batch
-    finally:
-        _batch.reset(token)
-    batch.flush()
-
-
-class _BatchingClient:
-    """An SQS client whose ``send_message`` joins the current batch."""
-
-    def __init__(self, client: Any, batch: SendBatch) -> None:
-        self._client = client
-        self._batch = batch
-
-    def send_message(self, **kwargs: Any) -> None:
-        self._batch.add(self._client, kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 class Channel(SQS.Channel):
@@ -147,8 +78,62 @@ class Channel(SQS.Channel):
 
     def sqs(self, queue: str | None = None) -> Any:
         client = super().sqs(queue=queue)  # type: ignore[no-untyped-call]
-        batch = _batch.get()
-        return client if batch is None else _BatchingClient(client, batch)
+        batch = current_batch()
+        return client if batch is None else BatchingClient(client, batch)
+
+    # -- surviving endpoint faults -----------------------------------------------------
+
+    _receive_failures = 0
+    _receive_pause = 0.0
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        if isinstance(messages, dict):
+            if self._receive_failures:
+                log.info("receiving from %s works again", qname)
+                self._receive_failures = 0
+            count: int = super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-untyped-call]
+            return count
+        self._receive_failures += 1
+        pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self._receive_failures - 1))
+        self._receive_pause = pause * random.uniform(0.8, 1.2)
+        log.warning(
+            "receiving from %s failed (server error, timeout or lost connection, %d in a row); "
+            "trying again in %.1f s",
+            qname,
+            self._receive_failures,
+            self._receive_pause,
+        )
+        return 0
+
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
+        hub = self.hub
+        if self._receive_failures and hub is not None:
+            hub.call_later(self._receive_pause, self._schedule_queue, queue)
+            return
+        super()._loop1(queue, messages_fetched)  # type: ignore[no-untyped-call]
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        connection = super().asynsqs(queue=queue)  # type: ignore[no-untyped-call]
+        if not isinstance(connection._httpclient, _TimedCurlClient):
+            connection._httpclient = _TimedCurlClient(
+                connection._httpclient.hub, timeout=self.wait_time_seconds + _REQUEST_MARGIN
+            )
+        return connection
+
+
+class _TimedCurlClient(CurlClient):
+    """kombu's pycurl client, with a connect timeout and a total timeout on every request."""
+
+    def __init__(self, hub: Any, *, timeout: float) -> None:
+        super().__init__(hub)
+        self._timeout_ms = int(timeout * 1000)
+
+    def _setup_request(
+        self, curl: Any, request: Any, buffer: Any, headers: Any, *args: Any
+    ) -> None:
+        super()._setup_request(curl, request, buffer, headers, *args)  # type: ignore[no-untyped-call]
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, _CONNECT_TIMEOUT * 1000)
+        curl.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
 
 
 class Transport(SQS.Transport):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from client.batch import Progress
-from tasks.transport import BatchSendError, SendBatch
+from tasks.batching import BatchSendError, SendBatch
 
 
 class RecordingClient:
