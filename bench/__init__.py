@@ -1,0 +1,1 @@
+"""Benchmarks of cloudworker against stock Celery on SQS + S3 (``python -m bench``)."""

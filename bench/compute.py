@@ -144,9 +144,7 @@ def bench_grayscale(width: int = 4000, height: int = 3000, runs: int = 5) -> dic
         progress(f"grayscale run {index + 1}/{runs}: ours {ours[-1]:.3f} s, Pillow {seconds:.3f} s")
     ours_img = Image.open(BytesIO(ours_out))
     pillow_img = Image.open(BytesIO(pillow_out))
-    diff = np.abs(
-        np.asarray(ours_img, dtype=np.int16) - np.asarray(pillow_img, dtype=np.int16)
-    )
+    diff = np.abs(np.asarray(ours_img, dtype=np.int16) - np.asarray(pillow_img, dtype=np.int16))
     return {
         "width": width,
         "height": height,

@@ -36,8 +36,12 @@ __all__ = [
     "log_offset",
 ]
 
-#: One request line of werkzeug's access log.
-REQUEST_LINE = re.compile(rb'^\S+ - - \[[^\]]*\] "[A-Z]+ \S+ HTTP/[0-9.]+" \d{3} ')
+#: One request line of werkzeug's access log. Non-2xx lines are wrapped in ANSI colour
+#: codes (``"\x1b[33mHEAD /bucket/key HTTP/1.1\x1b[0m" 404``), which must still count.
+REQUEST_LINE = re.compile(
+    rb'^\S+ - - \[[^\]]*\] "(?:\x1b\[[0-9;]*m)*'  # address, date, colour
+    rb'([A-Z]+) (\S+) HTTP/[0-9.]+(?:\x1b\[[0-9;]*m)*" \d{3} '  # request line and status
+)
 
 
 class ClientCounter:
@@ -83,7 +87,7 @@ def install_client_counter() -> ClientCounter:
         self.register("before-call", counter.on_call)
         self.register("before-send", counter.on_send)
 
-    botocore.session.Session.__init__ = init  # type: ignore[method-assign]
+    botocore.session.Session.__init__ = init
     return counter
 
 
@@ -92,12 +96,25 @@ def log_offset(log: Path) -> int:
     return log.stat().st_size
 
 
-def count_log_requests(log: Path, start: int, end: int | None = None) -> int:
-    """The request lines moto logged between byte offsets ``start`` and ``end``."""
+def count_log_requests(log: Path, start: int, end: int | None = None) -> dict[str, int]:
+    """The requests moto logged between byte offsets ``start`` and ``end``, by service.
+
+    moto serves every service on one port; SQS requests are ``POST /`` (or ``POST
+    /<account>/<queue>``), S3 requests address ``/<bucket>/...`` with any method.
+    """
     with log.open("rb") as handle:
         handle.seek(start)
         chunk = handle.read() if end is None else handle.read(max(0, end - start))
-    return sum(1 for line in chunk.splitlines() if REQUEST_LINE.match(line))
+    counts = {"total": 0, "sqs": 0, "s3": 0}
+    for line in chunk.splitlines():
+        match = REQUEST_LINE.match(line)
+        if match is None:
+            continue
+        method, path = match.group(1), match.group(2).split(b"?", 1)[0]
+        first = path.strip(b"/").split(b"/", 1)[0]
+        counts["sqs" if method == b"POST" and (not first or first.isdigit()) else "s3"] += 1
+        counts["total"] += 1
+    return counts
 
 
 def idle_rate(log: Path, seconds: float) -> float:
@@ -106,4 +123,4 @@ def idle_rate(log: Path, seconds: float) -> float:
     began = time.monotonic()
     time.sleep(seconds)
     end = log_offset(log)
-    return count_log_requests(log, start, end) / (time.monotonic() - began)
+    return count_log_requests(log, start, end)["total"] / (time.monotonic() - began)

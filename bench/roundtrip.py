@@ -21,7 +21,9 @@ from bench.measure import summarize
 __all__ = ["measure_latency"]
 
 
-def measure_latency(system: str, n: int, interval: float | None, seed: int = 1) -> dict[str, object]:
+def measure_latency(
+    system: str, n: int, interval: float | None, seed: int = 1
+) -> dict[str, object]:
     """Time ``n`` sequential round trips; return the per-call milliseconds and a summary."""
     client = make_client(system, interval)
     try:

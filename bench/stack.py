@@ -42,9 +42,11 @@ class BenchStack:
     """moto plus the worker of the system being measured."""
 
     def __init__(self, run_dir: Path) -> None:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # logs of the previous run: counting needs a fresh moto.log
         self.stack = local.Stack(run_dir)
+        if run_dir.exists():
+            # A previous run that was killed hard may have left its processes behind.
+            local.down(self.stack)
+            shutil.rmtree(run_dir)  # its logs: counting needs a fresh moto.log
         self.env: dict[str, str] = {}
         self.active: str | None = None
 
@@ -85,12 +87,21 @@ class BenchStack:
         while time.monotonic() < deadline:
             attributes = sqs.get_queue_attributes(
                 QueueUrl=url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
             )["Attributes"]
             if all(int(value) == 0 for value in attributes.values()):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the {system} task queue did not drain in {timeout:.0f} s")
+
+    def process_groups(self, system: str) -> dict[str, int]:
+        """moto's and ``system``'s worker's process group ids (each leads its session)."""
+        name = CLOUDWORKER_WORKER if system == "cloudworker" else STOCK_WORKER
+        groups = {"moto": self.stack.pid("moto"), "worker": self.stack.pid(name)}
+        return {key: pid for key, pid in groups.items() if pid is not None}
 
     def worker_log(self, system: str) -> str:
         name = CLOUDWORKER_WORKER if system == "cloudworker" else STOCK_WORKER

@@ -2,9 +2,9 @@
 
 This is the configuration of section 1 of ``/work/shared/notes/stock-celery-on-sqs.md``
 (kombu's own SQS transport, ``sqs://`` with the endpoint taken from ``AWS_ENDPOINT_URL``,
-long polling, results polled from S3), with the same worker settings cloudworker uses
-(acks late, prefetch 1, ``-c 2 -P prefork``) so that only the transport, codec and result
-path differ. Nothing of cloudworker is imported except the pure ``tasks.stats`` function:
+long polling, results polled from S3), with the same pool as cloudworker's worker
+(acks late, ``-c 2 -P prefork``) and Celery's default prefetch (4 per process), so that
+the transport, codec and result path are what differ. Nothing of cloudworker is imported except the pure ``tasks.stats`` function:
 ``tasks/__init__.py`` builds cloudworker's app lazily, so that import does not install
 cloudworker's JSON codec; :func:`json_encoder_name` lets both the client and the worker
 prove it (the worker logs it at start, see :func:`_log_encoder`).
@@ -71,8 +71,8 @@ app.conf.update(
     accept_content=["json"],
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    # Same as cloudworker: each pool process reserves only the task it runs.
-    worker_prefetch_multiplier=1,
+    # Celery's default prefetch (4 per pool process): what a user gets without tuning.
+    worker_prefetch_multiplier=4,
 )
 
 
@@ -92,19 +92,19 @@ def json_encoder_name() -> str:
     return f"{encoder.__module__}.{encoder.__qualname__}"
 
 
-@worker_init.connect
+@worker_init.connect  # type: ignore[untyped-decorator]
 def _log_encoder(**_: Any) -> None:
     """Record in the worker log which JSON encoder the worker's main process uses."""
     log.warning("bench: stock worker main process json encoder: %s", json_encoder_name())
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _log_child_encoder(**_: Any) -> None:
     """Record it for each pool child too: they run the task and encode the result."""
     log.warning("bench: stock pool child json encoder: %s", json_encoder_name())
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _log_ready(**_: Any) -> None:
     """Let the benchmark see when the worker consumes (INFO lines are off at WARNING)."""
     log.warning(READY_MARK)

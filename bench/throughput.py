@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import SYSTEMS, check_result, emit, make_client, payloads, progress
+from bench.cpu import snapshot
 from bench.requests import count_log_requests, install_client_counter, log_offset
 
 __all__ = ["measure_throughput"]
@@ -32,9 +33,15 @@ def measure_throughput(
     *,
     moto_log: Path | None = None,
     settle: float = 2.0,
+    watch: dict[str, int] | None = None,
     seed: int = 2,
 ) -> dict[str, Any]:
-    """Publish ``n`` tasks, collect their results; optionally count the requests it took."""
+    """Publish ``n`` tasks, collect their results; optionally count the requests it took.
+
+    ``watch`` names process groups (moto, the worker) whose CPU seconds during the timed
+    window are reported, with this client's own, to show which process bounds the run.
+    """
+    watch = watch or {}
     counter = install_client_counter() if moto_log is not None else None
     client = make_client(system, interval)
     try:
@@ -44,12 +51,14 @@ def measure_throughput(
             counter.reset()
         start_offset = log_offset(moto_log) if moto_log is not None else 0
 
+        cpu_before = {**snapshot(watch), "client": time.process_time()}
         started = time.perf_counter()
         pending = [client.delay(numbers) for numbers in inputs[1:]]
         published = time.perf_counter()
         for result, numbers in zip(pending, inputs[1:], strict=True):
             check_result(client.get(result), numbers)
         finished = time.perf_counter()
+        cpu_after = {**snapshot(watch), "client": time.process_time()}
 
         report: dict[str, Any] = {
             "system": system,
@@ -59,6 +68,7 @@ def measure_throughput(
             "seconds": finished - started,
             "publish_seconds": published - started,
             "tasks_per_s": n / (finished - started),
+            "cpu_seconds": {name: cpu_after[name] - cpu_before[name] for name in cpu_before},
         }
         if counter is not None and moto_log is not None:
             time.sleep(settle)
@@ -78,10 +88,19 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=None, help="stock .get() interval")
     parser.add_argument("--moto-log", type=Path, default=None, help="count requests in this log")
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument(
+        "--watch", action="append", default=[], metavar="NAME=PGID", help="report its CPU"
+    )
     args = parser.parse_args()
+    watch = {name: int(pgid) for name, _, pgid in (item.partition("=") for item in args.watch)}
     emit(
         measure_throughput(
-            args.system, args.n, args.interval, moto_log=args.moto_log, settle=args.settle
+            args.system,
+            args.n,
+            args.interval,
+            moto_log=args.moto_log,
+            settle=args.settle,
+            watch=watch,
         )
     )
 

@@ -15,6 +15,7 @@ from celery.signals import worker_ready
 from config import Settings
 from config import load as load_settings
 from tasks import codec
+from tasks.heartbeat import VisibilityHeartbeat
 from tasks.reaper import reap
 from tasks.services import Services
 
@@ -87,14 +88,16 @@ def create_app(
         # process running it dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # Reserve only what runs: a reserved SQS message's visibility clock is ticking.
-        worker_prefetch_multiplier=1,
+        # Receive several messages per request; the visibility heartbeat keeps the
+        # ones waiting for a free process from expiring (tasks/heartbeat.py).
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_default_queue=settings.task_queue,
         result_expires=None,
         worker_enable_remote_control=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
+    app.steps["consumer"].add(VisibilityHeartbeat)
     if settings.inbox_enabled:
         from tasks.inbox import InboxConsumer
 

@@ -20,12 +20,20 @@ not by patching kombu. What it changes:
   success resets it. Every asynchronous request also gets a connect and a total
   timeout (kombu's pycurl client sets none, so a hung connection would stall a
   queue for ever), longer than the long poll it carries.
+* ``countdown``/``eta`` use SQS's own ``DelaySeconds``: a task due later is
+  published delayed (up to SQS's 15 minutes), and a worker that receives one
+  still due more than a second later sends it back delayed again, instead of
+  holding the message unacknowledged in memory, where SQS would deliver it
+  again every visibility timeout.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import pycurl
@@ -48,6 +56,10 @@ _BACKOFF_MAX = 30.0
 _CONNECT_TIMEOUT = 5
 #: Seconds a request may take beyond the long poll it carries.
 _REQUEST_MARGIN = 15
+#: The longest delay SQS gives a message.
+MAX_DELAY_SECONDS = 900
+#: A task due within this many seconds is handed to the worker rather than delayed again.
+_DUE_SLACK = 1.0
 
 
 class QueueNotProvisioned(Exception):
@@ -81,6 +93,36 @@ class Channel(SQS.Channel):
         batch = current_batch()
         return client if batch is None else BatchingClient(client, batch)
 
+    # -- delays through SQS --------------------------------------------------------------
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        properties = message.setdefault("properties", {})
+        if "delay_seconds" not in properties and "DelaySeconds" not in properties:
+            delay = seconds_until_due(message.get("headers"))
+            if delay > 0:
+                properties["delay_seconds"] = min(MAX_DELAY_SECONDS, math.ceil(delay))
+        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _redelay_early(
+        self, queue_url: str, qname: str, messages: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Send back, delayed again, the messages due later; return the ones due now."""
+        due = []
+        for message in messages:
+            delay = seconds_until_due(_headers_of(self, message))
+            if delay <= _DUE_SLACK:
+                due.append(message)
+                continue
+            client = self.sqs(queue=qname)
+            client.send_message(
+                QueueUrl=queue_url,
+                MessageBody=message["Body"],
+                DelaySeconds=min(MAX_DELAY_SECONDS, math.ceil(delay)),
+            )
+            client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            log.info("task due in %.0f s sent back to %s, delayed", delay, qname)
+        return due
+
     # -- surviving endpoint faults -----------------------------------------------------
 
     _receive_failures = 0
@@ -91,6 +133,11 @@ class Channel(SQS.Channel):
             if self._receive_failures:
                 log.info("receiving from %s works again", qname)
                 self._receive_failures = 0
+            if messages.get("Messages"):
+                messages = {
+                    **messages,
+                    "Messages": self._redelay_early(queue, qname, messages["Messages"]),
+                }
             count: int = super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-untyped-call]
             return count
         self._receive_failures += 1
@@ -119,6 +166,28 @@ class Channel(SQS.Channel):
                 connection._httpclient.hub, timeout=self.wait_time_seconds + _REQUEST_MARGIN
             )
         return connection
+
+
+def seconds_until_due(headers: Any) -> float:
+    """Seconds until a task message's ``eta`` header (0 when it has none, or is due)."""
+    eta = headers.get("eta") if isinstance(headers, dict) else None
+    if not isinstance(eta, str):
+        return 0.0
+    try:
+        due = datetime.fromisoformat(eta)
+    except ValueError:
+        return 0.0
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    return max(0.0, (due - datetime.now(UTC)).total_seconds())
+
+
+def _headers_of(channel: SQS.Channel, message: dict[str, Any]) -> Any:
+    try:
+        text = channel._decode_python_message_body(message["Body"])  # type: ignore[no-untyped-call]
+        return json.loads(text).get("headers")
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 class _TimedCurlClient(CurlClient):

@@ -1,0 +1,1 @@
+"""Code the integration tests load into worker processes."""
