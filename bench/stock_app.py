@@ -4,7 +4,8 @@ This is the configuration of section 1 of ``/work/shared/notes/stock-celery-on-s
 (kombu's own SQS transport, ``sqs://`` with the endpoint taken from ``AWS_ENDPOINT_URL``,
 long polling, results polled from S3), with the same pool as cloudworker's worker
 (acks late, ``-c 2 -P prefork``) and Celery's default prefetch (4 per process), so that
-the transport, codec and result path are what differ. Nothing of cloudworker is imported except the pure ``tasks.stats`` function:
+the transport, codec and result path are what differ. Nothing of cloudworker is imported
+except the pure ``tasks.stats`` function:
 ``tasks/__init__.py`` builds cloudworker's app lazily, so that import does not install
 cloudworker's JSON codec; :func:`json_encoder_name` lets both the client and the worker
 prove it (the worker logs it at start, see :func:`_log_encoder`).

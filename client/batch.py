@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+from tasks.batching import batch_sends
 from tasks.errors import InvalidInput
-from tasks.transport import batch_sends
 
 __all__ = ["Item", "Progress", "Report", "run"]
 

@@ -41,6 +41,8 @@ class Settings:
     visibility_timeout: int = 300
     #: Long-poll wait of every SQS receive, in seconds (1-20).
     wait_seconds: int = 20
+    #: Tasks each worker process reserves ahead (x concurrency = messages per receive, <= 10).
+    prefetch_multiplier: int = 5
     #: Most integers one ``compute_stats`` call accepts.
     max_integers: int = 20_000_000
     #: Most pixels (width x height, all frames) one image may have.

@@ -25,6 +25,11 @@ not by patching kombu. What it changes:
   still due more than a second later sends it back delayed again, instead of
   holding the message unacknowledged in memory, where SQS would deliver it
   again every visibility timeout.
+* In a worker, acknowledgements are deleted in batches (``DeleteMessageBatch``,
+  up to ten, at most half a second after the first): a tenth of the requests.
+  A worker that dies inside that half second leaves those messages to be
+  delivered again; a task's first stored result wins, so the caller still gets
+  one answer.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 import pycurl
 from kombu.asynchronous.http.curl import CurlClient
-from kombu.transport import SQS
+from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 
 from tasks.batching import BatchingClient, current_batch
@@ -60,6 +65,8 @@ _REQUEST_MARGIN = 15
 MAX_DELAY_SECONDS = 900
 #: A task due within this many seconds is handed to the worker rather than delayed again.
 _DUE_SLACK = 1.0
+#: Longest wait before acknowledged messages are deleted.
+_ACK_DELAY = 0.5
 
 
 class QueueNotProvisioned(Exception):
@@ -92,6 +99,57 @@ class Channel(SQS.Channel):
         client = super().sqs(queue=queue)  # type: ignore[no-untyped-call]
         batch = current_batch()
         return client if batch is None else BatchingClient(client, batch)
+
+    # -- acknowledgements in batches ----------------------------------------------------
+
+    _acks: dict[str, list[str]] | None = None
+    _ack_flush_scheduled = False
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        hub = self.hub
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            url, receipt = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
+        except (KeyError, TypeError):
+            hub = None
+        if hub is None:  # no event loop to flush from: delete now, as kombu does
+            super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+            return
+        if self._acks is None:
+            self._acks = {}
+        pending = self._acks.setdefault(url, [])
+        pending.append(receipt)
+        virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        if len(pending) >= 10:
+            self._flush_acks(url)
+        elif not self._ack_flush_scheduled:
+            self._ack_flush_scheduled = True
+            hub.call_later(_ACK_DELAY, self.flush_acks)
+
+    def flush_acks(self) -> None:
+        """Delete every acknowledged message still waiting."""
+        self._ack_flush_scheduled = False
+        for url in list(self._acks or {}):
+            self._flush_acks(url)
+
+    def _flush_acks(self, url: str) -> None:
+        receipts = (self._acks or {}).pop(url, [])
+        for start in range(0, len(receipts), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r}
+                for i, r in enumerate(receipts[start : start + 10])
+            ]
+            try:
+                response = self.sqs().delete_message_batch(QueueUrl=url, Entries=entries)
+            except Exception as exc:  # noqa: BLE001 - they come back after the visibility timeout
+                log.warning("could not delete %d acknowledged message(s): %s", len(entries), exc)
+                continue
+            if response.get("Failed"):
+                log.warning("%d acknowledged message(s) not deleted", len(response["Failed"]))
+
+    def close(self) -> None:
+        self.flush_acks()
+        super().close()  # type: ignore[no-untyped-call]
 
     # -- delays through SQS --------------------------------------------------------------
 
