@@ -3,6 +3,8 @@
     python -m client stats FILE... [--json] [--timeout SECONDS]
     python -m client grayscale IN... [-o OUT] [--timeout SECONDS]
     python -m client reap [--max-age SECONDS]
+    python -m client dlq list [--limit N] [--json]
+    python -m client dlq redrive [--limit N]
 
 With one input, ``stats`` prints the statistics (``--json``: exactly one JSON
 object) and ``grayscale`` writes OUT (default ``output_image.<extension of
@@ -76,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds unused before a queue counts as abandoned "
         "(default: CLOUDWORKER_RESPONSE_QUEUE_MAX_AGE)",
     )
+    dlq = commands.add_parser(
+        "dlq", help="the dead-letter queue: messages workers could not process"
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
+    dlq_list = dlq_commands.add_parser("list", help="show dead letters (they stay in the queue)")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    redrive = dlq_commands.add_parser("redrive", help="send dead letters back to their queue")
+    redrive.add_argument("--limit", type=int, default=None)
     return parser
 
 
@@ -84,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Exit through Python on SIGTERM, so the response queue is deleted at exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
     command: Callable[[argparse.Namespace], int] = {
-        "stats": _stats, "grayscale": _grayscale, "reap": _reap,
+        "stats": _stats, "grayscale": _grayscale, "reap": _reap, "dlq": _dlq,
     }[args.command]  # fmt: skip
     try:
         return command(args)
@@ -269,4 +280,28 @@ def _reap(args: argparse.Namespace) -> int:
     print(f"reaped {len(reaped)} response queue(s)")
     for name in reaped:
         print(f"  {name}")
+    return EXIT_OK
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from tasks import app
+    from tasks.deadletters import peek, redrive
+
+    services = app.services
+    if args.dlq_command == "redrive":
+        moved = redrive(services.queues(), services.settings, limit=args.limit)
+        print(f"sent {moved} dead letter(s) back to their queue")
+        return EXIT_OK
+    letters = peek(services.queues(), services.settings, limit=args.limit)
+    for letter in letters:
+        if args.json:
+            print(json.dumps(letter.to_json()))
+        else:
+            what = f"{letter.task}[{letter.task_id}]" if letter.task else letter.content_type or "?"
+            print(
+                f"{letter.message_id}  from {letter.source}  received {letter.receive_count}x  "
+                f"{what}  {letter.preview[:60]}"
+            )
+    if not args.json:
+        print(f"{len(letters)} dead letter(s) in {services.settings.dead_letter_queue_name}")
     return EXIT_OK

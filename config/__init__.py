@@ -74,6 +74,11 @@ class Settings:
         return f"{self.queue_prefix}{self.task_queue}"
 
     @property
+    def dead_letter_queue_name(self) -> str:
+        """The SQS name of the task queue's dead-letter queue."""
+        return f"{self.task_queue_name}-dlq"
+
+    @property
     def inbox_queue_name(self) -> str:
         """The SQS name of the queue receiving the bucket's inbox events."""
         return f"{self.queue_prefix}{self.inbox_queue}"

@@ -36,7 +36,7 @@ class Provisioned:
 
 def dead_letter_queue_name(settings: Settings) -> str:
     """The SQS name of the task queue's dead-letter queue."""
-    return f"{settings.task_queue_name}-dlq"
+    return settings.dead_letter_queue_name
 
 
 def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:

@@ -93,6 +93,7 @@ def create_app(
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_default_queue=settings.task_queue,
         result_expires=None,
+        worker_consumer="tasks.consumer:Consumer",
         worker_enable_remote_control=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

@@ -28,10 +28,13 @@ class QueueGone(Exception):
 
 @dataclass(frozen=True)
 class Message:
-    """One received message: its text and the handle that deletes it."""
+    """One received message: its text, the handle that deletes it, and what SQS says of it."""
 
     body: str
     receipt: str
+    id: str = ""
+    #: Message attributes (string values) and SentTimestamp / ApproximateReceiveCount.
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 class QueueService(ABC):
@@ -50,8 +53,18 @@ class QueueService(ABC):
         """Send one message; :class:`QueueGone` when the queue does not exist."""
 
     @abstractmethod
-    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
-        """Long-poll for up to ``max_messages``; :class:`QueueGone` if the queue is gone."""
+    def receive(
+        self,
+        url: str,
+        *,
+        wait_seconds: float,
+        max_messages: int = 10,
+        visibility_timeout: int | None = None,
+    ) -> list[Message]:
+        """Long-poll for up to ``max_messages``; :class:`QueueGone` if the queue is gone.
+
+        ``visibility_timeout`` overrides the queue's for the messages received.
+        """
 
     @abstractmethod
     def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
@@ -89,6 +102,15 @@ def _is_gone(exc: ClientError) -> bool:
     return error.get("Code") in _GONE_CODES or error.get("QueryErrorCode") in _GONE_CODES
 
 
+def _message(raw: Mapping[str, Any]) -> Message:
+    attributes = {
+        name: str(value.get("StringValue", ""))
+        for name, value in (raw.get("MessageAttributes") or {}).items()
+    }
+    attributes.update(raw.get("Attributes") or {})
+    return Message(raw["Body"], raw["ReceiptHandle"], raw.get("MessageId", ""), attributes)
+
+
 class SQSQueueService(QueueService):
     """A :class:`QueueService` on Amazon SQS through a boto3 client."""
 
@@ -117,14 +139,27 @@ class SQSQueueService(QueueService):
     def send(self, url: str, body: str) -> None:
         self._call("send_message", QueueUrl=url, MessageBody=body)
 
-    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
+    def receive(
+        self,
+        url: str,
+        *,
+        wait_seconds: float,
+        max_messages: int = 10,
+        visibility_timeout: int | None = None,
+    ) -> list[Message]:
+        extra: dict[str, Any] = {}
+        if visibility_timeout is not None:
+            extra["VisibilityTimeout"] = visibility_timeout
         response = self._call(
             "receive_message",
             QueueUrl=url,
             WaitTimeSeconds=max(0, min(20, int(wait_seconds))),
             MaxNumberOfMessages=max(1, min(10, max_messages)),
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            **extra,
         )
-        return [Message(m["Body"], m["ReceiptHandle"]) for m in response.get("Messages", [])]
+        return [_message(m) for m in response.get("Messages", [])]
 
     def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
         for start in range(0, len(receipts), 10):
@@ -189,7 +224,14 @@ class MemoryQueueService(QueueService):
             self._get(url).messages.append(body)
             self._ready.notify_all()
 
-    def receive(self, url: str, *, wait_seconds: float, max_messages: int = 10) -> list[Message]:
+    def receive(
+        self,
+        url: str,
+        *,
+        wait_seconds: float,
+        max_messages: int = 10,
+        visibility_timeout: int | None = None,
+    ) -> list[Message]:
         deadline = time.monotonic() + wait_seconds
         with self._ready:
             queue = self._get(url)

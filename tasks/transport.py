@@ -30,6 +30,10 @@ not by patching kombu. What it changes:
   A worker that dies inside that half second leaves those messages to be
   delivered again; a task's first stored result wins, so the caller still gets
   one answer.
+* A message the worker rejects (undecodable, an unknown task, a content type
+  other than JSON such as pickle, which is never deserialized) is moved to the
+  queue's dead-letter queue at once, tagged with where it came from, instead
+  of being received again until SQS gives up on it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 
 from tasks.batching import BatchingClient, current_batch
+from tasks.deadletters import SOURCE_ATTRIBUTE
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -99,6 +104,51 @@ class Channel(SQS.Channel):
         client = super().sqs(queue=queue)  # type: ignore[no-untyped-call]
         batch = current_batch()
         return client if batch is None else BatchingClient(client, batch)
+
+    # -- rejected messages go to the dead-letter queue ---------------------------------
+
+    _dead_letter_urls: dict[str, str | None] | None = None
+
+    def _delete_rejected_message(self, delivery_tag: Any) -> None:
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            url, message = info["sqs_queue"], info["sqs_message"]
+        except (KeyError, TypeError):
+            return
+        dead_letters = self._dead_letter_url(url)
+        if dead_letters is None:  # no dead-letter queue: kombu deletes it
+            super()._delete_rejected_message(delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        client = self.sqs()
+        source = url.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            client.send_message(
+                QueueUrl=dead_letters,
+                MessageBody=message["Body"],
+                MessageAttributes={SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": source}},
+            )
+            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        except Exception as exc:  # noqa: BLE001 - SQS's redrive policy still dead-letters it
+            log.warning("could not move a rejected message to %s: %s", dead_letters, exc)
+            return
+        log.warning("moved a rejected message from %s to the dead-letter queue", source)
+
+    def _dead_letter_url(self, url: str) -> str | None:
+        """The URL of the dead-letter queue of queue ``url`` (from its redrive policy)."""
+        if self._dead_letter_urls is None:
+            self._dead_letter_urls = {}
+        if url not in self._dead_letter_urls:
+            attributes = self.sqs().get_queue_attributes(
+                QueueUrl=url, AttributeNames=["RedrivePolicy"]
+            )["Attributes"]
+            policy = attributes.get("RedrivePolicy")
+            target = json.loads(policy)["deadLetterTargetArn"] if policy else None
+            self._dead_letter_urls[url] = (
+                f"{url.rstrip('/').rsplit('/', 1)[0]}/{target.rsplit(':', 1)[-1]}"
+                if target
+                else None
+            )
+        return self._dead_letter_urls[url]
 
     # -- acknowledgements in batches ----------------------------------------------------
 
