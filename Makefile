@@ -60,6 +60,11 @@ check: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.payloads
+
+## 10,000 tasks through two workers with worker kills and endpoint faults; report in bench/SOAK.md.
+soak: $(DEV_STAMP)
+	$(PY) -m bench.soak
 
 clean: down
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache output_image.*

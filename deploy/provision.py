@@ -140,6 +140,9 @@ def _ensure_bucket(s3: Any, settings: Settings) -> None:
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
         },
     )
+    if str(s3.meta.endpoint_url).startswith("https://"):
+        # On AWS, refuse plain HTTP outright (the local endpoint speaks only HTTP).
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(_https_only(bucket)))
     s3.put_bucket_lifecycle_configuration(
         Bucket=bucket,
         LifecycleConfiguration={
@@ -149,6 +152,23 @@ def _ensure_bucket(s3: Any, settings: Settings) -> None:
             ]
         },
     )
+
+
+def _https_only(bucket: str) -> dict[str, Any]:
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "RefusePlainHttp",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
 
 
 def _expiry_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:

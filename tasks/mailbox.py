@@ -61,6 +61,8 @@ class Mailbox:
         self._touched = 0.0
         self._sent = _Lru()
         self._notices = _Lru()
+        #: Notices received for a task that already had one (a task run twice).
+        self.duplicate_notices = 0
 
     def _own(self) -> None:
         # A forked child must not share its parent's queue: it would steal notices.
@@ -112,6 +114,8 @@ class Mailbox:
             for message in messages:
                 task_id = _task_id_of(message.body)
                 if task_id is not None:
+                    if task_id in self._notices:
+                        self.duplicate_notices += 1
                     self._notices.remember(task_id, message.body)
             if messages:
                 self._queues().delete_messages(url, [m.receipt for m in messages])
