@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,25 @@ class LocalStack:
 
     def worker_alive(self, name: str = "worker1") -> bool:
         return self.stack.pid(name) is not None
+
+    def queue_url(self, name: str) -> str:
+        url: str = self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        return url
+
+    def queue_depth(self, name: str) -> int:
+        """Messages in queue ``name``, visible or in flight."""
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url(name),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(v) for v in attributes.values())
+
+    def wait_for_depth(self, name: str, expected: int, timeout: float = 30) -> bool:
+        """Whether queue ``name`` reaches ``expected`` messages within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.queue_depth(name) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.queue_depth(name) == expected
 
     def response_queues(self) -> list[str]:
         sqs = self.client("sqs")

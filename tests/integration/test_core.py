@@ -7,7 +7,6 @@ import json
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from decimal import Decimal
 from pathlib import Path
@@ -44,24 +43,6 @@ def png_bomb(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
         + chunk(b"IEND", b"")
     )
-
-
-def drained(stack: LocalStack, timeout: float = 10) -> bool:
-    """Whether the task queue empties (acknowledgements are deleted in batches)."""
-    deadline = time.monotonic() + timeout
-    while task_queue_depth(stack) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return task_queue_depth(stack) == 0
-
-
-def task_queue_depth(stack: LocalStack) -> int:
-    sqs = stack.client("sqs")
-    url = sqs.get_queue_url(QueueName=stack.settings.task_queue_name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
 
 
 # -- the Python API ------------------------------------------------------------------------
@@ -116,7 +97,7 @@ def test_bad_input_raises_the_typed_error_with_the_workers_reason(
     with pytest.raises(error, match=reason):
         getattr(stack.tasks, task).delay(argument).get(timeout=60)
     # Not retried, not looping, and the worker goes on serving.
-    assert drained(stack)
+    assert stack.wait_for_depth(stack.settings.task_queue_name, 0)
     assert stack.tasks.compute_stats.delay([2, 4]).get(timeout=60)["mean"] == 3.0
     assert stack.worker_alive()
 

@@ -25,16 +25,6 @@ def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 30) -> dict
     raise AssertionError(f"{key} did not appear within {timeout} s")
 
 
-def queue_depth(stack: LocalStack, name: str) -> int:
-    sqs = stack.client("sqs")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
-
-
 def jpeg(color: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (120, 80), color).save(out, "JPEG", quality=95)
@@ -69,8 +59,8 @@ def test_corrupt_image_is_reported_once_and_nothing_loops(stack: LocalStack) -> 
     assert report["key"] == "inbox/corrupt.jpg"
     assert report["error"] == "InvalidImage" and "truncated" in report["reason"]
     time.sleep(3)
-    assert queue_depth(stack, stack.settings.inbox_queue_name) == 0
-    assert queue_depth(stack, stack.settings.task_queue_name) == 0
+    assert stack.queue_depth(stack.settings.inbox_queue_name) == 0
+    assert stack.queue_depth(stack.settings.task_queue_name) == 0
     again = s3.head_object(Bucket=bucket, Key="outbox/corrupt.jpg.error.json")
     assert again["LastModified"] == found["LastModified"]
     assert stack.worker_log().count("inbox: queued inbox/corrupt.jpg") == 1

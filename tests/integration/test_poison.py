@@ -42,43 +42,23 @@ def envelope(body: str, content_type: str, **headers: Any) -> str:
     )
 
 
-def url_of(stack: LocalStack, name: str) -> str:
-    url: str = stack.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
-    return url
-
-
-def depth(stack: LocalStack, name: str) -> int:
-    attributes = stack.client("sqs").get_queue_attributes(
-        QueueUrl=url_of(stack, name),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
-
-
-def wait_for_depth(stack: LocalStack, name: str, expected: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while depth(stack, name) != expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert depth(stack, name) == expected
-
-
 @pytest.fixture
 def empty_dlq(stack: LocalStack) -> str:
     """The dead-letter queue, emptied (PurgeQueue is allowed once a minute only)."""
     sqs, name = stack.client("sqs"), stack.settings.dead_letter_queue_name
-    url, deadline = url_of(stack, name), time.monotonic() + 30
-    while depth(stack, name) and time.monotonic() < deadline:  # peeked ones come back
+    url, deadline = stack.queue_url(name), time.monotonic() + 30
+    while stack.queue_depth(name) and time.monotonic() < deadline:  # peeked ones come back
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    assert depth(stack, name) == 0
+    assert stack.queue_depth(name) == 0
     return name
 
 
 def test_poison_messages_end_in_the_dead_letter_queue(
     stack: LocalStack, empty_dlq: str, tmp_path: Path
 ) -> None:
-    sqs, queue = stack.client("sqs"), url_of(stack, stack.settings.task_queue_name)
+    sqs, queue = stack.client("sqs"), stack.queue_url(stack.settings.task_queue_name)
     pwned = tmp_path / "unpickled"
     poison = {
         "not JSON at all": "this is not json {",
@@ -91,8 +71,8 @@ def test_poison_messages_end_in_the_dead_letter_queue(
     with pytest.raises(NotRegistered):
         unknown.get(timeout=60)
 
-    wait_for_depth(stack, empty_dlq, 4)
-    wait_for_depth(stack, stack.settings.task_queue_name, 0)
+    assert stack.wait_for_depth(empty_dlq, 4)
+    assert stack.wait_for_depth(stack.settings.task_queue_name, 0)
     assert stack.worker_alive()
     assert not pwned.exists()  # the pickle was never loaded
 
@@ -126,7 +106,7 @@ def test_redrive_replays_dead_letters(stack: LocalStack, empty_dlq: str) -> None
     body = json.loads(message["Body"])
     body["properties"]["delivery_info"]["routing_key"] = settings.task_queue
     sqs.send_message(
-        QueueUrl=url_of(stack, empty_dlq),
+        QueueUrl=stack.queue_url(empty_dlq),
         MessageBody=json.dumps(body),
         MessageAttributes={
             "cloudworker.source": {"DataType": "String", "StringValue": settings.task_queue_name}
@@ -135,4 +115,4 @@ def test_redrive_replays_dead_letters(stack: LocalStack, empty_dlq: str) -> None
     out = stack.cli("dlq", "redrive")
     assert (out.returncode, out.stdout.strip()) == (0, "sent 1 dead letter(s) back to their queue")
     assert result.get(timeout=60)["median"] == 5
-    wait_for_depth(stack, empty_dlq, 0)
+    assert stack.wait_for_depth(empty_dlq, 0)
