@@ -73,7 +73,7 @@ class Faults(threading.Thread):
                 if self.pause(5):
                     break
                 self.stack.pid_file(name).unlink(missing_ok=True)
-                local._start(self.stack, name, worker_command(name), self.env)
+                local.start_process(self.stack, name, worker_command(name), self.env)
             if self.pause(10):
                 break
             child = _a_pool_process(self.stack.pid(WORKERS[(rounds + 1) % 2]))
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": str(ROOT),
         }
         for name in WORKERS:
-            local._start(stack, name, worker_command(name), worker_env)
+            local.start_process(stack, name, worker_command(name), worker_env)
         faults = Faults(stack, proxy, worker_env, tally)
         faults.start()
         try:

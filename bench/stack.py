@@ -69,10 +69,10 @@ class BenchStack:
         """Make ``system``'s worker the only one running, ready, with an empty task queue."""
         if self.active != system:
             other = STOCK_WORKER if system == "cloudworker" else CLOUDWORKER_WORKER
-            local._stop(self.stack, other)
+            local.stop_process(self.stack, other)
             name, command, mark = self._worker(system)
             offset = self._log_size(name)
-            local._start(self.stack, name, command, self.process_env)
+            local.start_process(self.stack, name, command, self.process_env)
             self._wait_for_log(name, offset, mark)
             self.active = system
         self.drain(system)

@@ -29,7 +29,7 @@ from botocore.config import Config
 from config import Settings
 from deploy.provision import provision
 
-__all__ = ["Stack", "down", "up"]
+__all__ = ["Stack", "down", "start_process", "stop_process", "up", "worker_command"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The local stack's fixed settings; a short visibility timeout makes redelivery observable.
@@ -102,7 +102,7 @@ def up(stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2) ->
     restarted = False
     if stack.pid("moto") is None or port is None:
         port = port if port is not None and _port_free(port) else _free_port()
-        _start(
+        start_process(
             stack,
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -118,9 +118,9 @@ def up(stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2) ->
     for index in range(1, workers + 1):
         name = f"worker{index}"
         if restarted and stack.pid(name) is not None:
-            _stop(stack, name)
+            stop_process(stack, name)
         if stack.pid(name) is None:
-            _start(stack, name, worker_command(name, concurrency), process_env)
+            start_process(stack, name, worker_command(name, concurrency), process_env)
     return env
 
 
@@ -140,11 +140,12 @@ def down(stack: Stack | None = None) -> list[str]:
     names = sorted(p.stem for p in stack.run_dir.glob("*.pid"))
     ordered = [n for n in names if n != "moto"] + [n for n in names if n == "moto"]
     for name in ordered:
-        _stop(stack, name)
+        stop_process(stack, name)
     return ordered
 
 
-def _start(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) -> None:
+def start_process(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) -> None:
+    """Start ``command`` as process ``name`` of the stack: own session, log and pid file."""
     with stack.log_file(name).open("ab") as log:
         process = subprocess.Popen(
             command,
@@ -158,7 +159,8 @@ def _start(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) 
     stack.pid_file(name).write_text(f"{process.pid}\n")
 
 
-def _stop(stack: Stack, name: str, grace: float = 20.0) -> None:
+def stop_process(stack: Stack, name: str, grace: float = 20.0) -> None:
+    """Stop process ``name`` and its group: SIGTERM, then SIGKILL after ``grace`` seconds."""
     pid = stack.pid(name)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from config import Settings
 
-__all__ = ["Provisioned", "dead_letter_queue_name", "provision"]
+__all__ = ["Provisioned", "provision"]
 
 #: Receives before a task message is moved to the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
@@ -34,16 +34,11 @@ class Provisioned:
     inbox_queue_url: str
 
 
-def dead_letter_queue_name(settings: Settings) -> str:
-    """The SQS name of the task queue's dead-letter queue."""
-    return settings.dead_letter_queue_name
-
-
 def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
     """Create or update the bucket, the task, dead-letter and inbox-events queues."""
     _ensure_bucket(s3, settings)
     dlq_url = _ensure_queue(
-        sqs, dead_letter_queue_name(settings), {"MessageRetentionPeriod": "1209600"}
+        sqs, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
     )
     redrive = json.dumps(
         {"deadLetterTargetArn": _arn_of(sqs, dlq_url), "maxReceiveCount": str(MAX_RECEIVE_COUNT)}

@@ -219,10 +219,6 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
     def _forget(self, task_id: str) -> None:
         self.services.store().delete(result_key(task_id))
 
-    def forget(self, task_id: str) -> None:
-        self._cache.pop(task_id, None)
-        self._forget(task_id)
-
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()

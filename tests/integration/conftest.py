@@ -44,19 +44,29 @@ class LocalStack:
             service, endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.settings.region
         )
 
-    def cli(
-        self, *args: str, timeout: float = 120, cwd: Path | None = None
+    def run(
+        self,
+        *args: str,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m client ARGS`` against the stack."""
+        """Run ``python ARGS`` in a new process, with the stack's environment plus ``env``."""
         return subprocess.run(
-            [sys.executable, "-m", "client", *args],
+            [sys.executable, *args],
             cwd=cwd or ROOT,
-            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
+
+    def cli(
+        self, *args: str, timeout: float = 120, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m client ARGS`` against the stack."""
+        return self.run("-m", "client", *args, timeout=timeout, cwd=cwd)
 
     def worker_log(self, name: str = "worker1") -> str:
         return self.stack.log_file(name).read_text(errors="replace")

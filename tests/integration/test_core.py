@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import subprocess
-import sys
 import zlib
 from decimal import Decimal
 from pathlib import Path
@@ -106,15 +104,7 @@ def test_result_fetched_by_id_from_a_brand_new_process(stack: LocalStack) -> Non
     task_id = stack.tasks.compute_stats.delay([10, 20, 30]).id
     stack.tasks.compute_stats.AsyncResult(task_id).get(timeout=60)
     code = f"from tasks import app; print(app.AsyncResult({task_id!r}).get(timeout=30)['median'])"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**stack.env, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = stack.run("-c", code, timeout=60)
     assert (out.returncode, out.stdout.strip()) == (0, "20"), out.stderr
     record = stack.client("s3").get_object(
         Bucket=stack.settings.bucket, Key=f"results/{task_id}.json"
@@ -210,14 +200,8 @@ def test_cli_missing_file_exits_2(stack: LocalStack) -> None:
 def test_cli_unprovisioned_queue_exits_1(stack: LocalStack, tmp_path: Path) -> None:
     numbers = tmp_path / "n.txt"
     numbers.write_text("1 2 3\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "client", "stats", str(numbers)],
-        cwd=ROOT,
-        env={**stack.env, "CLOUDWORKER_QUEUE_PREFIX": "not-provisioned-", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    out = stack.run(
+        "-m", "client", "stats", str(numbers), env={"CLOUDWORKER_QUEUE_PREFIX": "not-provisioned-"}
     )
     assert out.returncode == 1
     assert "does not exist" in out.stderr and out.stderr.count("\n") == 1, out.stderr
@@ -227,13 +211,16 @@ def test_cli_timeout_exits_1(stack: LocalStack, tmp_path: Path) -> None:
     numbers = tmp_path / "n.txt"
     numbers.write_text("1 2 3\n")
     # A queue nobody consumes: provisioned under another name, no worker on it.
-    env = {**stack.env, "CLOUDWORKER_TASK_QUEUE": "idle", "PYTHONPATH": str(ROOT)}
-    sqs = stack.client("sqs")
-    sqs.create_queue(QueueName=f"{stack.settings.queue_prefix}idle")
-    out = subprocess.run(
-        [sys.executable, "-m", "client", "stats", str(numbers), "--timeout", "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    stack.client("sqs").create_queue(QueueName=f"{stack.settings.queue_prefix}idle")
+    out = stack.run(
+        "-m",
+        "client",
+        "stats",
+        str(numbers),
+        "--timeout",
+        "2",
+        env={"CLOUDWORKER_TASK_QUEUE": "idle"},
+    )
     assert out.returncode == 1
     assert out.stderr.startswith("error: timed out"), out.stderr
 
@@ -241,11 +228,19 @@ def test_cli_timeout_exits_1(stack: LocalStack, tmp_path: Path) -> None:
 # -- response queues -----------------------------------------------------------------------
 
 
-def test_cli_deletes_its_response_queue_on_exit(stack: LocalStack) -> None:
-    before = set(stack.response_queues())
-    out = stack.cli("stats", "examples/input.txt")
+def test_client_deletes_its_response_queue_on_exit(stack: LocalStack) -> None:
+    code = (
+        "from tasks import app, compute_stats\n"
+        "compute_stats.delay([1, 2]).get(timeout=30)\n"
+        "sqs = app.services.queues()\n"
+        "print(app.services.mailbox.name, app.services.mailbox.url in "
+        "sqs.list_urls(app.services.settings.response_queue_prefix))\n"
+    )
+    out = stack.run("-c", code, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert set(stack.response_queues()) - before == set()
+    name, existed = out.stdout.split()
+    assert existed == "True"  # the queue was there while the client ran...
+    assert name not in stack.response_queues()  # ...and is gone once it exited
 
 
 def test_crashed_clients_queue_is_reaped(stack: LocalStack) -> None:
@@ -256,11 +251,7 @@ def test_crashed_clients_queue_is_reaped(stack: LocalStack) -> None:
         "compute_stats.delay([1, 2]).get(timeout=30)\n"
         "os._exit(9)  # dies without running its exit handlers\n"
     )
-    crashed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT, env={**stack.env, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    crashed = stack.run("-c", code, timeout=60)
     assert crashed.returncode == 9, crashed.stderr
     leftover = set(stack.response_queues()) - before
     assert len(leftover) == 1

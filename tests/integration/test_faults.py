@@ -52,13 +52,13 @@ def faulty(local_stack: LocalStack) -> Iterator[FaultyWorker]:
             "CLOUDWORKER_INBOX_ENABLED": "false",
             "PYTHONPATH": str(ROOT),
         }
-        local._start(local_stack.stack, WORKER, local.worker_command(WORKER, 2), env)
+        local.start_process(local_stack.stack, WORKER, local.worker_command(WORKER, 2), env)
         app = create_app(settings)
         try:
             yield FaultyWorker(proxy, app, register(app))
         finally:
             app.services.mailbox.close()
-            local._stop(local_stack.stack, WORKER)
+            local.stop_process(local_stack.stack, WORKER)
 
 
 def send(faulty: FaultyWorker, count: int, start: int) -> list[tuple[int, AsyncResult]]:

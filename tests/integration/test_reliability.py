@@ -33,10 +33,10 @@ class Pool:
 
     def start(self, name: str) -> None:
         command = [*local.worker_command(name, 2), "--include=tests.support.slow_tasks"]
-        local._start(self.stack.stack, name, command, self.env)
+        local.start_process(self.stack.stack, name, command, self.env)
 
     def stop(self, name: str) -> None:
-        local._stop(self.stack.stack, name)
+        local.stop_process(self.stack.stack, name)
 
     def kill(self, name: str) -> None:
         pid = self.stack.stack.pid(name)
