@@ -63,6 +63,8 @@ class Mailbox:
         self._notices = _Lru()
         #: Notices received for a task that already had one (a task run twice).
         self.duplicate_notices = 0
+        #: Of those, notices whose result differed from the first (never expected).
+        self.conflicting_notices = 0
 
     def _own(self) -> None:
         # A forked child must not share its parent's queue: it would steal notices.
@@ -113,10 +115,17 @@ class Mailbox:
                 return 0
             for message in messages:
                 task_id = _task_id_of(message.body)
-                if task_id is not None:
-                    if task_id in self._notices:
-                        self.duplicate_notices += 1
+                if task_id is None:
+                    continue
+                first = self._notices.get(task_id)
+                if first is None:
                     self._notices.remember(task_id, message.body)
+                    continue
+                # A rerun (after a crash) notifies again with the stored, first
+                # result; the first notice stands either way.
+                self.duplicate_notices += 1
+                if first != message.body:
+                    self.conflicting_notices += 1
             if messages:
                 self._queues().delete_messages(url, [m.receipt for m in messages])
             return len(messages)
