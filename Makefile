@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: demo test check up down bench soak venv clean
+.PHONY: demo test check up down bench soak venv browser clean
 
 ## The virtual environment: created once, reinstalled when a requirements file changes.
 $(PY):
@@ -49,9 +49,18 @@ demo: $(RUNTIME_STAMP)
 	 exit $$status
 
 ## The whole suite: lint and types, then unit and integration tests (which start
-## their own endpoint and workers and stop them).
-test: $(DEV_STAMP) check
+## their own endpoint, workers and Flower, and stop them).
+test: $(DEV_STAMP) browser check
 	$(PY) -m pytest
+
+## The browser test drives Debian's chromium through chromedriver: installed if missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing Debian's chromium and chromium-driver (for the browser test)"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 
 check: $(DEV_STAMP)
 	$(PY) -m ruff check .
@@ -61,6 +70,7 @@ check: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.payloads
+	$(PY) -m bench.monitoring
 
 ## 10,000 tasks through two workers with worker kills and endpoint faults; report in bench/SOAK.md.
 soak: $(DEV_STAMP)

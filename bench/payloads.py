@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print", action="store_true", help="print instead of appending")
     args = parser.parse_args(argv)
     stack = local.Stack(Path(tempfile.mkdtemp(prefix="cloudworker-bench-payloads-")))
-    env = local.up(stack, workers=1)
+    env = local.up(stack, workers=1, flower=False)
     os.environ.update(env)
     app = create_app(Settings.from_env(env))
     tasks = register(app)

@@ -61,8 +61,7 @@ class BenchStack:
 
     def up(self) -> None:
         """Start moto, provision cloudworker's queues and bucket, start cloudworker's worker."""
-        self.env = local.up(self.stack, workers=1, concurrency=CONCURRENCY)
-        self._wait_for_log(CLOUDWORKER_WORKER, 0, " ready.")
+        self.env = local.up(self.stack, workers=1, concurrency=CONCURRENCY, flower=False)
         self.active = "cloudworker"
 
     def use(self, system: str) -> None:
@@ -138,21 +137,8 @@ class BenchStack:
         ).client("sqs", endpoint_url=self.env["AWS_ENDPOINT_URL"])
 
     def _log_size(self, name: str) -> int:
-        path = self.stack.log_file(name)
-        return path.stat().st_size if path.exists() else 0
+        return local.log_size(self.stack, name)
 
     def _wait_for_log(self, name: str, offset: int, mark: str, timeout: float = 60.0) -> None:
         """Wait for ``mark`` in the log of ``name`` past ``offset``: the worker consumes."""
-        path = self.stack.log_file(name)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists():
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    if mark.encode() in handle.read():
-                        return
-            if self.stack.pid(name) is None:
-                break
-            time.sleep(0.2)
-        tail = path.read_text(errors="replace")[-3000:] if path.exists() else ""
-        raise RuntimeError(f"worker {name} did not become ready:\n{tail}")
+        local.wait_for_log(self.stack, name, offset, mark, timeout)

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="seconds to wait for the answer (default: CLOUDWORKER_TIMEOUT, 300)",
         )
-    reap = commands.add_parser("reap", help="delete response queues abandoned by crashed clients")
+    reap = commands.add_parser(
+        "reap", help="delete response and monitoring queues abandoned by crashed processes"
+    )
     reap.add_argument(
         "--max-age",
         type=float,
@@ -276,8 +278,10 @@ def _reap(args: argparse.Namespace) -> int:
     from tasks.reaper import reap
 
     services = app.services
-    reaped = reap(services.queues(), services.settings, max_age=args.max_age)
-    print(f"reaped {len(reaped)} response queue(s)")
+    reaped = reap(
+        services.queues(), services.settings, topics=services.topics(), max_age=args.max_age
+    )
+    print(f"reaped {len(reaped)} abandoned queue(s)")
     for name in reaped:
         print(f"  {name}")
     return EXIT_OK

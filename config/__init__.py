@@ -67,6 +67,12 @@ class Settings:
     outbox_prefix: str = "outbox/"
     #: Name (without the prefix) of the queue receiving the bucket's inbox events.
     inbox_queue: str = "inbox-events"
+    #: Workers answer remote control (``celery inspect``/``control``, Flower) over SNS.
+    remote_control: bool = True
+    #: Workers send task events (received, started, succeeded...) over SNS, for Flower.
+    events: bool = True
+    #: Seconds between a worker's event heartbeats (Flower marks it offline after 2x).
+    event_heartbeat: float = 30.0
 
     @property
     def task_queue_name(self) -> str:
@@ -87,6 +93,11 @@ class Settings:
     def response_queue_prefix(self) -> str:
         """Every client's response queue name starts with this."""
         return f"{self.queue_prefix}resp-"
+
+    @property
+    def receiver_queue_prefix(self) -> str:
+        """Queues that exist only for a receiver (Flower, ``celery events``, control replies)."""
+        return f"{self.queue_prefix}rx-"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +122,8 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}VISIBILITY_TIMEOUT must be 0 to 43200, not {self.visibility_timeout}"
             )
+        if self.event_heartbeat < 1:
+            raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")
         for name in ("max_integers", "max_pixels", "max_payload_bytes", "inline_max_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive")

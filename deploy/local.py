@@ -2,16 +2,20 @@
 
 ``up`` starts moto's standalone server (a real HTTP server speaking SQS, S3 and
 SNS) on loopback, provisions the queues and the bucket through
-:mod:`deploy.provision`, starts one worker in the background and writes
+:mod:`deploy.provision`, starts one worker and Flower (on loopback, with a
+generated password: :mod:`deploy.flower`) in the background and writes
 ``.run/env``: ``export NAME=value`` lines with everything a shell needs to use
-the stack. Logs and pid files live in ``.run/`` too. ``up`` is idempotent: it
-starts only what is not running. ``down`` stops exactly what ``up`` started.
+the stack, readable only by its owner since it holds Flower's password. Logs
+and pid files live in ``.run/`` too. ``up`` is idempotent: it starts only what
+is not running, and keeps Flower's port and password. ``down`` stops exactly
+what ``up`` started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -22,16 +26,32 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from config import Settings
+from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from deploy.provision import provision
 
-__all__ = ["Stack", "down", "start_process", "stop_process", "up", "worker_command"]
+__all__ = [
+    "READY_MARK",
+    "Stack",
+    "down",
+    "log_size",
+    "start_process",
+    "stop_process",
+    "up",
+    "wait_for_log",
+    "worker_command",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a Celery worker logs once it consumes tasks and answers remote control.
+READY_MARK = " ready."
+#: Flower's user name on the local stack (its password is generated).
+FLOWER_USER = "admin"
 #: The local stack's fixed settings; a short visibility timeout makes redelivery observable.
 LOCAL_SETTINGS = {
     "AWS_REGION": "us-east-1",
@@ -93,12 +113,15 @@ def default_stack() -> Stack:
     return Stack(Path(os.environ.get("CLOUDWORKER_RUN_DIR", ROOT / ".run")))
 
 
-def up(stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2) -> dict[str, str]:
+def up(
+    stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2, flower: bool = True
+) -> dict[str, str]:
     """Start what is not running; return the stack's environment."""
     stack = stack or default_stack()
     stack.run_dir.mkdir(parents=True, exist_ok=True)
+    previous = stack.read_env()
     env = dict(LOCAL_SETTINGS)
-    port = _port_of(stack.read_env().get("AWS_ENDPOINT_URL", ""))
+    port = _port_of(previous.get("AWS_ENDPOINT_URL", ""))
     restarted = False
     if stack.pid("moto") is None or port is None:
         port = port if port is not None and _port_free(port) else _free_port()
@@ -113,15 +136,43 @@ def up(stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2) ->
     _wait_for_endpoint(env["AWS_ENDPOINT_URL"], stack)
     settings = Settings.from_env(env)
     provision(settings, sqs=_client("sqs", env), s3=_client("s3", env))
+    if flower:
+        env.update(_flower_settings(previous))
     _write_env(stack, env)
     process_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    for index in range(1, workers + 1):
-        name = f"worker{index}"
+    names = [f"worker{index}" for index in range(1, workers + 1)] + (["flower"] if flower else [])
+    starting: list[tuple[str, int]] = []
+    for name in names:
         if restarted and stack.pid(name) is not None:
             stop_process(stack, name)
-        if stack.pid(name) is None:
+        if stack.pid(name) is not None:
+            continue
+        if name == "flower":
+            flower_port = _port_of(env["CLOUDWORKER_FLOWER_URL"]) or _free_port()
+            receivers = _event_receivers(env)
+            start_process(stack, name, flower_command("127.0.0.1", flower_port), process_env)
+            _wait_for_port(flower_port, stack, name)
+            _wait_for_new_event_receiver(env, receivers, stack)
+        else:
+            offset = log_size(stack, name)
             start_process(stack, name, worker_command(name, concurrency), process_env)
+            starting.append((name, offset))
+    for name, offset in starting:
+        # Ready: consuming tasks and answering remote control (`celery inspect ping`).
+        wait_for_log(stack, name, offset, READY_MARK)
     return env
+
+
+def _flower_settings(previous: Mapping[str, str]) -> dict[str, str]:
+    """Flower's URL and credentials: the previous ones if any, else a new port and password."""
+    url = previous.get("CLOUDWORKER_FLOWER_URL", "")
+    port = _port_of(url)
+    password = previous.get(PASSWORD_VARIABLE, "")
+    return {
+        "CLOUDWORKER_FLOWER_URL": url if port is not None else f"http://127.0.0.1:{_free_port()}",
+        USER_VARIABLE: previous.get(USER_VARIABLE) or FLOWER_USER,
+        PASSWORD_VARIABLE: password or secrets.token_urlsafe(18),
+    }
 
 
 def worker_command(name: str, concurrency: int) -> list[str]:
@@ -174,6 +225,29 @@ def stop_process(stack: Stack, name: str, grace: float = 20.0) -> None:
     stack.pid_file(name).unlink(missing_ok=True)
 
 
+def log_size(stack: Stack, name: str) -> int:
+    """The size of the log of process ``name``: where its next lines will start."""
+    path = stack.log_file(name)
+    return path.stat().st_size if path.exists() else 0
+
+
+def wait_for_log(stack: Stack, name: str, offset: int, mark: str, timeout: float = 90.0) -> None:
+    """Wait until ``mark`` appears in the log of process ``name`` past ``offset``."""
+    path = stack.log_file(name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                if mark.encode() in handle.read():
+                    return
+        if stack.pid(name) is None:
+            break
+        time.sleep(0.2)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else ""
+    raise RuntimeError(f"{name} did not log {mark!r}:\n{tail}")
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -185,6 +259,8 @@ def _is_zombie(pid: int) -> bool:
 def _write_env(stack: Stack, env: Mapping[str, str]) -> None:
     lines = ["# The local cloudworker stack; `. .run/env` to use it from a shell."]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    stack.env_file.touch(mode=0o600)
+    stack.env_file.chmod(0o600)  # it holds Flower's password
     stack.env_file.write_text("\n".join(lines) + "\n")
 
 
@@ -212,6 +288,45 @@ def _wait_for_endpoint(url: str, stack: Stack, timeout: float = 30.0) -> None:
             time.sleep(0.2)
     tail = stack.log_file("moto").read_text(errors="replace")[-2000:]
     raise RuntimeError(f"the local AWS endpoint did not start at {url}:\n{tail}")
+
+
+def _wait_for_port(port: int, stack: Stack, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _port_free(port):
+            return
+        if stack.pid(name) is None:
+            break
+        time.sleep(0.2)
+    tail = stack.log_file(name).read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{name} did not start listening on port {port}:\n{tail}")
+
+
+def _event_receivers(env: Mapping[str, str]) -> set[str]:
+    """The queues subscribed to the events topic (each is one receiver: Flower, ...)."""
+    sns: Any = _client("sns", env)
+    topic = f"{env['CLOUDWORKER_QUEUE_PREFIX']}celeryev"
+    for page in sns.get_paginator("list_topics").paginate():
+        for arn in (t["TopicArn"] for t in page["Topics"]):
+            if arn.rsplit(":", 1)[-1] == topic:
+                subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
+                return {s["Endpoint"] for s in subscriptions}
+    return set()
+
+
+def _wait_for_new_event_receiver(
+    env: Mapping[str, str], before: set[str], stack: Stack, timeout: float = 60.0
+) -> None:
+    """Wait until Flower receives events: tasks run before that would be missing from it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _event_receivers(env) - before:
+            return
+        if stack.pid("flower") is None:
+            break
+        time.sleep(0.3)
+    tail = stack.log_file("flower").read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"Flower did not subscribe to the worker events:\n{tail}")
 
 
 def _port_of(url: str) -> int | None:

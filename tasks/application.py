@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -65,6 +66,10 @@ def create_app(
             "visibility_timeout": settings.visibility_timeout,
             # kombu's own boto3 client (publish, acknowledge): bounded waits, and
             # botocore's standard retries with backoff for throttling and 5xx.
+            # Celery's events and remote control over SNS fanout (tasks/fanout.py).
+            "supports_fanout": settings.remote_control or settings.events,
+            "receiver_queue_prefix": settings.receiver_queue_prefix,
+            "receiver_max_age": settings.response_queue_max_age,
             "client-config": {
                 "connect_timeout": 5,
                 "read_timeout": settings.wait_seconds + 15,
@@ -94,9 +99,17 @@ def create_app(
         task_default_queue=settings.task_queue,
         result_expires=None,
         worker_consumer="tasks.consumer:Consumer",
-        worker_enable_remote_control=False,
-        worker_send_task_events=False,
+        # Monitoring (Flower, celery inspect/control/events) over SNS: each event and
+        # each heartbeat is one SNS publish (README: "Monitoring and its cost").
+        worker_enable_remote_control=settings.remote_control,
+        worker_send_task_events=settings.events,
         task_send_sent_event=False,
+    )
+    # The transport needs the names Celery gives its monitoring exchanges and queues.
+    app.conf.broker_transport_options.update(
+        event_exchange=app.conf.event_exchange,
+        event_queue_prefix=app.conf.event_queue_prefix,
+        control_namespace=app.conf.control_exchange,
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
     if settings.inbox_enabled:
@@ -107,19 +120,22 @@ def create_app(
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def _reap_at_worker_start(sender: Any = None, **_: Any) -> None:
-    """Delete abandoned response queues in the background when a worker starts."""
+def _reap_while_working(sender: Any = None, **_: Any) -> None:
+    """Delete abandoned response and receiver queues, at start and then periodically."""
     app = getattr(sender, "app", None)
     services = getattr(app, "services", None)
     if not isinstance(services, Services):
         return
+    interval = max(60.0, services.settings.response_queue_max_age / 4)
 
     def run() -> None:
-        try:
-            reaped = reap(services.queues(), services.settings)
-            if reaped:
-                log.info("reaped %d abandoned response queue(s)", len(reaped))
-        except Exception:
-            log.exception("reaping abandoned response queues failed")
+        while True:
+            try:
+                reaped = reap(services.queues(), services.settings, topics=services.topics())
+                if reaped:
+                    log.info("reaped %d abandoned queue(s): %s", len(reaped), ", ".join(reaped))
+            except Exception:
+                log.exception("reaping abandoned queues failed")
+            time.sleep(interval)
 
     threading.Thread(target=run, name="cloudworker-reaper", daemon=True).start()

@@ -1,10 +1,15 @@
-"""Deleting the response queues of clients that died without deleting their own.
+"""Deleting the queues of processes that died without deleting their own.
 
-SQS has no auto-delete, so a crashed client's queue would live for ever. Every
-response queue is tagged with its creation time and last use
-(:mod:`tasks.mailbox`); a queue unused for longer than
-``response_queue_max_age`` seconds is deleted by ``python -m client reap`` and
-when a worker starts. A live client that finds its queue reaped creates it again.
+SQS has no auto-delete, so a crashed process's queue would live for ever. Two
+kinds of queue belong to one process: a client's response queue
+(:mod:`tasks.mailbox`) and a monitoring receiver's queue (Flower, ``celery
+events``, a worker's control queue, a control reply queue: :mod:`tasks.fanout`).
+Both are tagged with their creation time and last use, refreshed while their
+process lives; one unused for longer than ``response_queue_max_age`` seconds is
+deleted by ``python -m client reap`` and by every worker (at start, then every
+quarter of that age). A receiver queue is subscribed to an SNS topic, so its
+subscription is removed too. A live client that finds its queue reaped creates
+it again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from config import Settings
 from tasks.mailbox import CREATED_TAG, SEEN_TAG
 from tasks.queues import QueueGone, QueueService, name_of
+from tasks.topics import TopicService
 
 __all__ = ["reap"]
 
@@ -25,26 +31,51 @@ def reap(
     queues: QueueService,
     settings: Settings,
     *,
+    topics: TopicService | None = None,
     max_age: float | None = None,
     now: float | None = None,
 ) -> list[str]:
-    """Delete response queues idle for more than ``max_age`` seconds; return their names."""
+    """Delete queues idle for more than ``max_age`` seconds; return their names.
+
+    With ``topics``, also remove the SNS subscriptions of receiver queues that
+    no longer exist (the ones reaped now and any left by earlier deletions).
+    """
     max_age = settings.response_queue_max_age if max_age is None else max_age
     cutoff = (time.time() if now is None else now) - max_age
     reaped: list[str] = []
-    for url in queues.list_urls(settings.response_queue_prefix):
-        try:
-            tags = queues.tags(url)
-        except QueueGone:
-            continue
-        last_used = max(_epoch(tags.get(SEEN_TAG)), _epoch(tags.get(CREATED_TAG)))
-        if last_used == 0:
-            log.debug("leaving untagged queue %s alone", name_of(url))
-            continue
-        if last_used < cutoff:
-            queues.delete_queue(url)
-            reaped.append(name_of(url))
+    for prefix in (settings.response_queue_prefix, settings.receiver_queue_prefix):
+        for url in queues.list_urls(prefix):
+            try:
+                tags = queues.tags(url)
+            except QueueGone:
+                continue
+            last_used = max(_epoch(tags.get(SEEN_TAG)), _epoch(tags.get(CREATED_TAG)))
+            if last_used == 0:
+                log.debug("leaving untagged queue %s alone", name_of(url))
+                continue
+            if last_used < cutoff:
+                queues.delete_queue(url)
+                reaped.append(name_of(url))
+    if topics is not None:
+        _unsubscribe_missing(queues, topics, settings, set(reaped))
     return reaped
+
+
+def _unsubscribe_missing(
+    queues: QueueService, topics: TopicService, settings: Settings, reaped: set[str]
+) -> None:
+    for subscription in topics.queue_subscriptions(settings.queue_prefix):
+        name = subscription.queue_name
+        if not name.startswith(settings.receiver_queue_prefix):
+            continue
+        if name not in reaped:
+            try:
+                queues.url_of(name)
+                continue
+            except QueueGone:
+                pass
+        topics.unsubscribe(subscription.arn)
+        log.info("removed the subscription of deleted queue %s", name)
 
 
 def _epoch(value: str | None) -> int:

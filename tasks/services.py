@@ -1,7 +1,8 @@
 """What a cloudworker process talks to, wired in one place.
 
 :class:`Services` binds the settings to an :class:`~tasks.objectstore.ObjectStore`
-(S3) and a :class:`~tasks.queues.QueueService` (SQS), built lazily so that
+(S3), a :class:`~tasks.queues.QueueService` (SQS) and a
+:class:`~tasks.topics.TopicService` (SNS), built lazily so that
 importing the app makes no AWS call, and rebuilt after a fork. Unit tests pass
 the in-memory stubs instead.
 """
@@ -19,6 +20,7 @@ from tasks.codec import ClaimCheck, Codec
 from tasks.mailbox import Mailbox
 from tasks.objectstore import ObjectStore, S3ObjectStore
 from tasks.queues import QueueGone, QueueService, SQSQueueService
+from tasks.topics import SNSTopicService, TopicService
 
 __all__ = ["Services"]
 
@@ -35,16 +37,19 @@ class Services:
         *,
         store: Callable[[], ObjectStore] | None = None,
         queues: Callable[[], QueueService] | None = None,
+        topics: Callable[[], TopicService] | None = None,
     ) -> None:
         self.settings = settings
         self._make_store = store or (
             lambda: S3ObjectStore(aws.client("s3", settings), settings.bucket)
         )
         self._make_queues = queues or (lambda: SQSQueueService(aws.client("sqs", settings)))
+        self._make_topics = topics or (lambda: SNSTopicService(aws.client("sns", settings)))
         self._lock = threading.Lock()
         self._pid = -1
         self._store: ObjectStore | None = None
         self._queues: QueueService | None = None
+        self._topics: TopicService | None = None
         self._urls: OrderedDict[str, str] = OrderedDict()
         self.claims = ClaimCheck(
             self.store,
@@ -57,7 +62,7 @@ class Services:
     def _own(self) -> None:
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._store = self._queues = None
+            self._store = self._queues = self._topics = None
             self._urls.clear()
 
     def store(self) -> ObjectStore:
@@ -75,6 +80,14 @@ class Services:
             if self._queues is None:
                 self._queues = self._make_queues()
             return self._queues
+
+    def topics(self) -> TopicService:
+        """The topic service (SNS) of this process."""
+        with self._lock:
+            self._own()
+            if self._topics is None:
+                self._topics = self._make_topics()
+            return self._topics
 
     @property
     def mailbox(self) -> Mailbox:

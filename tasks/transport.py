@@ -34,6 +34,9 @@ not by patching kombu. What it changes:
   other than JSON such as pickle, which is never deserialized) is moved to the
   queue's dead-letter queue at once, tagged with where it came from, instead
   of being received again until SQS gives up on it.
+* Fanout exchanges work, through SNS, so that Celery's events and remote
+  control do (:mod:`tasks.fanout`); the transport says so in ``implements``,
+  which is what makes a worker start its remote-control consumer.
 """
 
 from __future__ import annotations
@@ -43,15 +46,18 @@ import logging
 import math
 import random
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pycurl
 from kombu.asynchronous.http.curl import CurlClient
 from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
+from vine import promise
 
 from tasks.batching import BatchingClient, current_batch
 from tasks.deadletters import SOURCE_ATTRIBUTE
+from tasks.fanout import FanoutChannel
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -78,7 +84,7 @@ class QueueNotProvisioned(Exception):
     """A queue the app needs does not exist: the provisioning step has not run."""
 
 
-class Channel(SQS.Channel):
+class Channel(FanoutChannel):
     """kombu's SQS channel, with plain JSON bodies and no implicit queue creation."""
 
     #: No base64 layer on message bodies (kombu's virtual transport default is base64).
@@ -93,7 +99,7 @@ class Channel(SQS.Channel):
         try:
             url: str = self._resolve_queue_url(queue)  # type: ignore[no-untyped-call]
         except DoesNotExistQueueException:
-            name = self.canonical_queue_name(queue)  # type: ignore[no-untyped-call]
+            name = self.canonical_queue_name(queue)
             raise QueueNotProvisioned(
                 f"SQS queue {name!r} does not exist: run the provisioning step "
                 "(`make up` locally, `python -m deploy provision` or the AWS stack)"
@@ -101,7 +107,7 @@ class Channel(SQS.Channel):
         return url
 
     def sqs(self, queue: str | None = None) -> Any:
-        client = super().sqs(queue=queue)  # type: ignore[no-untyped-call]
+        client = super().sqs(queue=queue)
         batch = current_batch()
         return client if batch is None else BatchingClient(client, batch)
 
@@ -199,7 +205,7 @@ class Channel(SQS.Channel):
 
     def close(self) -> None:
         self.flush_acks()
-        super().close()  # type: ignore[no-untyped-call]
+        super().close()
 
     # -- delays through SQS --------------------------------------------------------------
 
@@ -209,7 +215,13 @@ class Channel(SQS.Channel):
             delay = seconds_until_due(message.get("headers"))
             if delay > 0:
                 properties["delay_seconds"] = min(MAX_DELAY_SECONDS, math.ceil(delay))
-        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+        except QueueNotProvisioned:
+            if not self.is_receiver_queue(queue):
+                raise
+            # A control reply for a process that has exited: nobody is listening.
+            log.info("receiver queue for %s is gone; message dropped", queue)
 
     def _redelay_early(
         self, queue_url: str, qname: str, messages: list[dict[str, Any]]
@@ -260,12 +272,27 @@ class Channel(SQS.Channel):
         )
         return 0
 
+    def _get_from_sqs(
+        self, queue_name: str, queue_url: str, connection: Any, count: int = 1, callback: Any = None
+    ) -> Any:
+        # kombu raises an error answer (4xx) of an asynchronous receive into the
+        # event loop, which ends the worker: catch it and count a failed receive.
+        guarded = promise(callback, on_error=partial(self._on_receive_error, queue_name, callback))
+        return super()._get_from_sqs(queue_name, queue_url, connection, count, guarded)  # type: ignore[no-untyped-call]
+
+    def _on_receive_error(self, qname: str, callback: Any, exc: BaseException) -> None:
+        log.warning("receiving from %s failed: %s", qname, exc)
+        if _is_missing_queue(exc):
+            self._queue_cache.pop(qname, None)
+            self.revive_receiver(qname)
+        callback([])  # not a dict: a failed receive, retried after a backoff
+
     def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
         hub = self.hub
         if self._receive_failures and hub is not None:
             hub.call_later(self._receive_pause, self._schedule_queue, queue)
             return
-        super()._loop1(queue, messages_fetched)  # type: ignore[no-untyped-call]
+        super()._loop1(queue, messages_fetched)
 
     def asynsqs(self, queue: str | None = None) -> Any:
         connection = super().asynsqs(queue=queue)  # type: ignore[no-untyped-call]
@@ -274,6 +301,12 @@ class Channel(SQS.Channel):
                 connection._httpclient.hub, timeout=self.wait_time_seconds + _REQUEST_MARGIN
             )
         return connection
+
+
+def _is_missing_queue(exc: BaseException) -> bool:
+    """Whether an error answer says the queue does not exist (kombu gives only its text)."""
+    text = str(exc)
+    return "QueueDoesNotExist" in text or "NonExistentQueue" in text
 
 
 def seconds_until_due(headers: Any) -> float:
@@ -317,6 +350,7 @@ class _TimedCurlClient(CurlClient):
 
 
 class Transport(SQS.Transport):
-    """kombu's SQS transport with :class:`Channel`."""
+    """kombu's SQS transport with :class:`Channel`, advertising fanout exchanges."""
 
     Channel = Channel
+    implements = SQS.Transport.implements.extend(exchange_type=frozenset(["direct", "fanout"]))

@@ -105,7 +105,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     saved = dict(os.environ)
     app: CloudworkerCelery | None = None
     try:
-        env = local.up(stack, workers=1, concurrency=2)
+        env = local.up(stack, workers=1, concurrency=2, flower=False)
         os.environ.update(env)
         settings = Settings.from_env(env)
         app = create_app(settings)

@@ -6,6 +6,7 @@ from config import Settings
 from tasks.mailbox import CREATED_TAG, SEEN_TAG
 from tasks.queues import MemoryQueueService
 from tasks.reaper import reap
+from tasks.topics import MemoryTopicService
 
 SETTINGS = Settings(queue_prefix="t-", response_queue_max_age=3600)
 
@@ -30,3 +31,18 @@ def test_max_age_zero_reaps_every_tagged_response_queue() -> None:
     queues = MemoryQueueService()
     queues.create("t-resp-a", attributes={}, tags={CREATED_TAG: "100"})
     assert reap(queues, SETTINGS, max_age=0, now=101) == ["t-resp-a"]
+
+
+def test_reaps_idle_receiver_queues_and_their_subscriptions() -> None:
+    queues, topics = MemoryQueueService(), MemoryTopicService()
+    now = 1_000_000
+    queues.create("t-rx-events-dead", attributes={}, tags={CREATED_TAG: str(now - 7200)})
+    queues.create("t-rx-events-live", attributes={}, tags={SEEN_TAG: str(now - 5)})
+    dead = topics.subscribe("t-celeryev", "t-rx-events-dead")
+    live = topics.subscribe("t-celeryev", "t-rx-events-live")
+    gone_earlier = topics.subscribe("t-celery-pidbox", "t-rx-node-control-1234")  # no queue
+    worker_task_queue = topics.subscribe("t-celeryev", "t-tasks")  # not a receiver's
+    assert reap(queues, SETTINGS, topics=topics, now=now) == ["t-rx-events-dead"]
+    assert sorted(queues.queues) == ["t-rx-events-live"]
+    assert sorted(topics.subscriptions) == sorted([live, worker_task_queue])
+    assert dead not in topics.subscriptions and gone_earlier not in topics.subscriptions

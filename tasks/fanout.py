@@ -1,0 +1,353 @@
+"""Celery's events and remote control over SQS, through SNS fanout.
+
+Stock kombu 5.7 on SQS leaves both dead (see the shared notes): the transport
+advertises only direct exchanges, so a worker never starts its remote-control
+consumer; events go to a *topic* exchange whose bindings live only in the
+memory of the process that declared them, so they are dropped; a control
+reply has no binding in the worker either; and a no-ack consumer (every event
+receiver) crashes deleting messages in a process without an event loop.
+
+:class:`FanoutChannel` makes them work with kombu's own SNS fanout
+(``kombu.transport.SQS.SNS``): a fanout exchange is an SNS topic
+(``<prefix><exchange>``), and a queue bound to it is an SQS queue subscribed
+to that topic with raw delivery. On top of that it
+
+* declares Celery's events exchange (``celeryev``) as fanout, so that every
+  event receiver (Flower, ``celery events``) gets every event, and publishes
+  events from a background thread, ten per request
+  (:mod:`tasks.snspublisher`), so that a slow SNS never holds up a worker;
+* routes a control reply to the asking process's reply queue, whose name it
+  derives from the reply's routing key (:mod:`tasks.receivers`);
+* creates the queues that exist only for one receiver, under their own prefix
+  and tagged with when they were created and last used, keeps the reply queue
+  of a process for its whole life instead of deleting it after every request
+  (SQS refuses a deleted name for 60 seconds), and unsubscribes and deletes
+  them all when the channel closes or the process exits; a crashed process's
+  queues are left to the reaper (:mod:`tasks.reaper`);
+* deletes no-ack messages synchronously, in one batch per receive, where there
+  is no event loop for kombu's asynchronous client;
+* bounds a synchronous receive by the caller's timeout, so that ``celery
+  inspect`` waits its one second and not a whole 20-second long poll.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+from kombu.transport import SQS
+from kombu.utils.json import dumps
+
+from tasks.mailbox import CREATED_TAG, SEEN_TAG
+from tasks.receivers import ReceiverNames
+from tasks.snspublisher import BatchPublisher
+
+__all__ = ["FanoutChannel"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a message waits in a receiver queue: events and control requests
+#: older than this are of no use, and it bounds what an orphan accumulates.
+RECEIVER_RETENTION = 300
+
+
+@dataclass
+class _Receiver:
+    url: str
+    touched: float
+
+
+class FanoutChannel(SQS.Channel):
+    """kombu's SQS channel with working SNS fanout for Celery's monitoring."""
+
+    # -- configuration (transport options) ---------------------------------------------
+
+    @property
+    def supports_fanout(self) -> bool:  # type: ignore[override]
+        """Fanout through SNS is on unless ``supports_fanout`` is set false."""
+        return bool(self.transport_options.get("supports_fanout", True))
+
+    @property
+    def receiver_names(self) -> ReceiverNames:
+        """The naming rules of receiver queues."""
+        names: ReceiverNames | None = self.__dict__.get("_receiver_names")
+        if names is None:
+            options = self.transport_options
+            names = ReceiverNames(
+                prefix=options.get("receiver_queue_prefix", f"{self.queue_name_prefix}rx-"),
+                control_namespace=options.get("control_namespace", "celery"),
+                event_queue_prefix=options.get("event_queue_prefix", "celeryev"),
+            )
+            self.__dict__["_receiver_names"] = names
+        return names
+
+    def _receiver_touch_interval(self) -> float:
+        return float(self.transport_options.get("receiver_max_age", 3600)) / 4
+
+    def sqs(self, queue: str | None = None) -> Any:
+        return super().sqs(queue=queue)  # type: ignore[no-untyped-call]
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> str:
+        url: str = super()._new_queue(queue, **kwargs)  # type: ignore[no-untyped-call]
+        return url
+
+    # -- names and routing -------------------------------------------------------------
+
+    def canonical_queue_name(self, queue_name: str) -> str:
+        name = self.receiver_names.queue_name(queue_name)
+        if name is not None:
+            return name
+        canonical: str = super().canonical_queue_name(queue_name)  # type: ignore[no-untyped-call]
+        return canonical
+
+    def is_receiver_queue(self, queue: str) -> bool:
+        """Whether ``queue`` (a kombu name) exists only for one receiver."""
+        return self.receiver_names.queue_name(queue) is not None
+
+    @property
+    def event_exchange(self) -> str:
+        """The name of Celery's events exchange."""
+        return str(self.transport_options.get("event_exchange", "celeryev"))
+
+    def exchange_declare(
+        self, exchange: str | None = None, type: str = "direct", *args: Any, **kwargs: Any
+    ) -> None:
+        if exchange == self.event_exchange:
+            type = "fanout"  # every receiver gets every event: one SNS topic
+        super().exchange_declare(exchange, type, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    _publisher: tuple[int, BatchPublisher] | None = None
+
+    def _put_fanout(
+        self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
+    ) -> None:
+        if exchange != self.event_exchange:
+            super()._put_fanout(exchange, message, routing_key, **kwargs)
+            return
+        if self._publisher is None or self._publisher[0] != os.getpid():
+            fanout = self.fanout
+            self._publisher = (
+                os.getpid(),
+                BatchPublisher(fanout.get_client(), fanout._get_or_create_topic),
+            )
+        self._publisher[1].submit(exchange, dumps(message))  # type: ignore[no-untyped-call]
+
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
+        reply_queue = self.receiver_names.reply_queue(exchange, routing_key)
+        if reply_queue is not None:
+            return [reply_queue]
+        found: list[str] = super()._lookup(exchange, routing_key, default)  # type: ignore[no-untyped-call]
+        return found
+
+    # -- receiver queues: created here, deleted at close or exit ----------------------
+
+    _receivers: dict[str, _Receiver] | None = None
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if queue and not passive and self.is_receiver_queue(queue):
+            self._create_receiver(queue)
+        return super().queue_declare(queue, passive, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _create_receiver(self, queue: str) -> None:
+        if self._receivers is None:
+            self._receivers = {}
+            _track(self)
+        if queue in self._receivers:
+            return
+        name = self.canonical_queue_name(queue)
+        now = time.time()
+        url: str = self.sqs().create_queue(
+            QueueName=name,
+            Attributes={
+                "MessageRetentionPeriod": str(RECEIVER_RETENTION),
+                "VisibilityTimeout": "30",
+            },
+            tags={CREATED_TAG: str(int(now)), SEEN_TAG: str(int(now))},
+        )["QueueUrl"]
+        self._queue_cache[name] = url
+        self._receivers[queue] = _Receiver(url, now)
+        log.debug("created receiver queue %s", name)
+
+    def revive_receiver(self, qname: str) -> bool:
+        """Create again, and subscribe again, a receiver queue deleted under this process.
+
+        ``qname`` is the SQS name. A live process's queue is deleted when the reaper
+        found it idle too long (``reap --max-age 0``, or a process that could not
+        reach SQS for that long); its receiver would otherwise fail for ever.
+        Returns whether ``qname`` was one of this channel's receiver queues; a
+        failure (SQS refuses a just-deleted name for 60 s) is logged and left to
+        the next receive.
+        """
+        receivers = self._receivers or {}
+        queue = next((q for q in receivers if self.canonical_queue_name(q) == qname), None)
+        if queue is None:
+            return False
+        try:
+            exchange = self._get_exchange_for_queue(queue)
+        except Exception:  # noqa: BLE001 - not bound to any exchange
+            exchange = ""
+        fanout = bool(exchange) and self._exchange_is_fanout(exchange)
+        if fanout:
+            with contextlib.suppress(Exception):  # stale: gone with the queue, or reaped
+                self.fanout.subscriptions.unsubscribe_queue(
+                    queue_name=queue, exchange_name=exchange
+                )
+        self._queue_cache.pop(qname, None)
+        old = receivers.pop(queue)
+        try:
+            self._create_receiver(queue)
+            if fanout:
+                self.fanout.subscriptions.subscribe_queue(queue_name=queue, exchange_name=exchange)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next receive
+            receivers.setdefault(queue, old)
+            log.warning("could not create receiver queue %s again: %s", qname, exc)
+        else:
+            log.warning("receiver queue %s had been deleted; created it again", qname)
+        return True
+
+    def after_reply_message_received(self, queue: str) -> None:
+        """Keep the reply queue for the next request (kombu deletes it after each)."""
+
+    def drop_receivers(self) -> None:
+        """Unsubscribe and delete every receiver queue this channel created."""
+        receivers, self._receivers = self._receivers or {}, {}
+        for queue, receiver in receivers.items():
+            try:
+                exchange = self._get_exchange_for_queue(queue)
+            except Exception:  # noqa: BLE001 - not bound to any exchange
+                exchange = None
+            try:
+                if exchange is not None and self._exchange_is_fanout(exchange):
+                    self.fanout.subscriptions.unsubscribe_queue(
+                        queue_name=queue, exchange_name=exchange
+                    )
+                self.sqs().delete_queue(QueueUrl=receiver.url)
+            except Exception as exc:  # noqa: BLE001 - the reaper deletes it later
+                log.warning("could not delete receiver queue %s: %s", receiver.url, exc)
+                continue
+            self._queue_cache.pop(self.canonical_queue_name(queue), None)
+            log.debug("deleted receiver queue %s", receiver.url)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.drop_receivers()
+            if self._publisher is not None and self._publisher[0] == os.getpid():
+                self._publisher[1].close()
+        super().close()  # type: ignore[no-untyped-call]
+
+    def _touch(self, queue: str) -> None:
+        """Tag a receiver queue as in use, now and then, so the reaper leaves it alone."""
+        receiver = (self._receivers or {}).get(queue)
+        now = time.time()
+        if receiver is None or now - receiver.touched < self._receiver_touch_interval():
+            return
+        receiver.touched = now
+        try:
+            self.sqs().tag_queue(QueueUrl=receiver.url, Tags={SEEN_TAG: str(int(now))})
+        except Exception as exc:  # noqa: BLE001 - tried again at the next interval
+            log.warning("could not mark receiver queue %s as in use: %s", receiver.url, exc)
+
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
+        self._touch(queue)
+        super()._loop1(queue, messages_fetched)  # type: ignore[no-untyped-call]
+
+    # -- synchronous receivers (no event loop) ------------------------------------------
+
+    _drain_timeout: float | None = None
+    _noack_receipts: list[str] | None = None
+
+    def drain_events(
+        self, timeout: float | None = None, callback: Any = None, **kwargs: Any
+    ) -> Any:
+        self._drain_timeout = timeout
+        return super().drain_events(timeout=timeout, callback=callback, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        self._touch(queue)
+        return super()._get_bulk(queue, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _receive_message(
+        self, queue: str, max_number_of_messages: int = 1, wait_time_seconds: int | None = None
+    ) -> Any:
+        wait = self.wait_time_seconds if wait_time_seconds is None else wait_time_seconds
+        if self._drain_timeout is not None:
+            wait = max(0, min(wait, math.ceil(self._drain_timeout)))
+        params: dict[str, Any] = {
+            "QueueUrl": self._new_queue(queue),
+            "MaxNumberOfMessages": max_number_of_messages,
+            "WaitTimeSeconds": wait,
+        }
+        attributes = self.get_message_attributes
+        for key in ("MessageSystemAttributeNames", "MessageAttributeNames"):
+            if attributes.get(key):
+                params[key] = attributes[key]
+        try:
+            return self.sqs(queue=queue).receive_message(**params)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
+                raise
+            if not self.revive_receiver(self.canonical_queue_name(queue)):
+                raise
+            return {}  # no messages this time; the next receive uses the new queue
+
+    def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> list[Any]:
+        if self.hub is not None or queue not in self._noack_queues:
+            return super()._messages_to_python(messages, queue)  # type: ignore[no-any-return, no-untyped-call]
+        self._noack_receipts = []
+        try:
+            payloads: list[Any] = super()._messages_to_python(messages, queue)  # type: ignore[no-untyped-call]
+        finally:
+            receipts, self._noack_receipts = self._noack_receipts, None
+        url = self._new_queue(queue)
+        for start in range(0, len(receipts), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": receipt}
+                for i, receipt in enumerate(receipts[start : start + 10])
+            ]
+            self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries)
+        return payloads
+
+    def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
+        if self._noack_receipts is not None:
+            self._noack_receipts.append(message["ReceiptHandle"])
+        elif self.hub is None:
+            self.sqs(queue=queue_name).delete_message(
+                QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"]
+            )
+        else:
+            super()._delete_message(queue_name, message)  # type: ignore[no-untyped-call]
+
+
+# -- deleting receiver queues at exit --------------------------------------------------
+
+_channels: weakref.WeakSet[FanoutChannel] = weakref.WeakSet()
+_registered_pid = -1
+_lock = threading.Lock()
+
+
+def _track(channel: FanoutChannel) -> None:
+    global _registered_pid
+    with _lock:
+        if _registered_pid != os.getpid():
+            # A forked child (a pool process) must not delete its parent's queues.
+            _channels.clear()
+            _registered_pid = os.getpid()
+            atexit.register(_drop_all, os.getpid())
+        _channels.add(channel)
+
+
+def _drop_all(pid: int) -> None:
+    if os.getpid() != pid:
+        return
+    for channel in list(_channels):
+        channel.drop_receivers()

@@ -1,0 +1,311 @@
+"""Monitoring over SQS + SNS with real processes: Flower, celery inspect/control/events.
+
+Flower is started the way ``make up`` starts it (:func:`deploy.local.up`), on
+the session's stack; ``celery`` commands run as subprocesses with the stack's
+environment, exactly as a user types them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from celery import states
+from celery.exceptions import TaskRevokedError
+
+from deploy import local
+from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
+from tests.integration.conftest import ROOT, LocalStack
+from tests.support.webdriver import BROWSER, DRIVER, WebDriver
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Flower:
+    url: str
+    user: str
+    password: str
+
+    def get(self, path: str, *, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
+        """``GET path`` with ``auth`` (default: the right credentials); status and JSON body."""
+        user, password = auth if auth is not None else (self.user, self.password)
+        request = urllib.request.Request(self.url + path)
+        if user or password:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            return error.code, None
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def flower(local_stack: LocalStack) -> Iterator[Flower]:
+    env = local.up(local_stack.stack, workers=1, concurrency=2, flower=True)  # as `make up`
+    try:
+        yield Flower(env["CLOUDWORKER_FLOWER_URL"], env[USER_VARIABLE], env[PASSWORD_VARIABLE])
+    finally:
+        local.stop_process(local_stack.stack, "flower")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, pause: float = 0.5) -> Any:
+    """``check()``'s first truthy value within ``timeout`` seconds (else the last one)."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(pause)
+        value = check()
+    return value
+
+
+def celery(stack: LocalStack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``celery -A tasks ARGS`` against the stack."""
+    return stack.run("-m", "celery", "-A", "tasks", *args, timeout=timeout)
+
+
+def receiver_queues(stack: LocalStack) -> set[str]:
+    urls = stack.client("sqs").list_queues(QueueNamePrefix=stack.settings.receiver_queue_prefix)
+    return {url.rsplit("/", 1)[-1] for url in urls.get("QueueUrls", [])}
+
+
+def subscribed_queues(stack: LocalStack) -> set[str]:
+    sns = stack.client("sns")
+    found = set()
+    for topic in sns.list_topics()["Topics"]:
+        if topic["TopicArn"].rsplit(":", 1)[-1].startswith(stack.settings.queue_prefix):
+            subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic["TopicArn"])
+            found |= {s["Endpoint"].rsplit(":", 1)[-1] for s in subscriptions["Subscriptions"]}
+    return found
+
+
+def start(
+    stack: LocalStack, command: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``command`` in the background with the stack's environment plus ``env``."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_flower_lists_the_tasks_with_state_arguments_result_and_runtime(
+    stack: LocalStack, flower: Flower
+) -> None:
+    sent = {stack.tasks.compute_stats.delay([7, 1, 9, n]).id: n for n in (100, 200)}
+    for task_id in sent:
+        assert stack.app.AsyncResult(task_id).get(timeout=60)["count"] == 4
+
+    def listed() -> dict[str, Any]:
+        status, tasks = flower.get("/api/tasks")
+        assert status == 200
+        done = {i: t for i, t in tasks.items() if i in sent and t["state"] == states.SUCCESS}
+        return done if len(done) == len(sent) else {}
+
+    tasks = wait_for(listed)
+    assert set(tasks) == set(sent)
+    for task_id, n in sent.items():
+        task = tasks[task_id]
+        assert task["name"] == "tasks.compute_stats"
+        assert task["args"] == f"([7, 1, 9, {n}],)"
+        assert "'median': 8," in task["result"] and "'count': 4" in task["result"]
+        assert task["runtime"] > 0
+        assert task["worker"].startswith("worker1@")
+
+
+def test_flower_shows_the_worker_online(stack: LocalStack, flower: Flower) -> None:
+    def online() -> dict[str, bool]:
+        status, workers = flower.get("/api/workers?status=1")
+        assert status == 200
+        return {name: up for name, up in workers.items() if up}
+
+    workers = wait_for(online)
+    assert [name.split("@")[0] for name in workers] == ["worker1"]
+
+
+def test_flower_reports_queue_lengths_from_sqs(stack: LocalStack, flower: Flower) -> None:
+    delayed = [stack.tasks.compute_stats.apply_async(([1],), countdown=300) for _ in range(3)]
+    try:
+        status, body = flower.get("/api/queues/length")
+        assert status == 200
+        lengths = {q["name"]: q for q in body["active_queues"]}
+        assert lengths["tasks"]["messages"] >= 3
+        status, page = flower.get("/broker")
+        assert status == 200 and "tasks" in page and "not supported" not in page
+    finally:
+        for result in delayed:
+            result.revoke()
+
+
+@pytest.mark.parametrize(
+    "auth", [("", ""), ("admin", "wrong"), ("nobody", "x")], ids=["none", "bad-password", "user"]
+)
+def test_flower_refuses_requests_without_the_right_password(
+    flower: Flower, auth: tuple[str, str]
+) -> None:
+    for path in ("/api/tasks", "/api/workers", "/", "/tasks"):
+        status, _ = flower.get(path, auth=auth)
+        assert status == 401, path
+
+
+def test_flower_is_not_started_without_credentials(stack: LocalStack) -> None:
+    result = stack.run(
+        *flower_command("127.0.0.1", 1)[1:],
+        env={USER_VARIABLE: "", PASSWORD_VARIABLE: "", "FLOWER_UNAUTHENTICATED_API": "true"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "only served with a password" in result.stderr
+
+
+def test_inspect_ping_gets_a_pong(stack: LocalStack) -> None:
+    result = celery(stack, "inspect", "ping")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "worker1@" in result.stdout and "pong" in result.stdout
+    assert "1 node online" in result.stdout
+
+
+def test_inspect_registered_and_active(stack: LocalStack) -> None:
+    registered = celery(stack, "inspect", "registered", "--json")
+    assert registered.returncode == 0, registered.stderr
+    (names,) = json.loads(registered.stdout).values()
+    assert {"tasks.compute_stats", "tasks.grayscale_image"} <= set(names)
+    active = celery(stack, "inspect", "active", "--json")
+    assert active.returncode == 0, active.stderr
+    (running,) = json.loads(active.stdout).values()
+    assert isinstance(running, list)
+
+
+def test_control_rate_limit_is_applied_by_the_worker(stack: LocalStack) -> None:
+    try:
+        result = celery(stack, "control", "rate_limit", "tasks.compute_stats", "600/m")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "new rate limit set successfully" in result.stdout
+        assert "New rate limit for tasks of type tasks.compute_stats: 600/m" in wait_for(
+            lambda: "600/m" in stack.worker_log() and stack.worker_log(), timeout=10
+        )
+    finally:
+        celery(stack, "control", "rate_limit", "tasks.compute_stats", "0")
+
+
+def test_a_revoked_task_does_not_run(stack: LocalStack) -> None:
+    result = stack.tasks.compute_stats.apply_async(([4, 5, 6],), countdown=4)
+    stack.app.control.revoke(result.id)
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=60)
+    assert f"Discarding revoked task: tasks.compute_stats[{result.id}]" in stack.worker_log()
+    assert f"tasks.compute_stats[{result.id}] succeeded" not in stack.worker_log()
+
+
+def test_no_receiver_queue_or_subscription_is_left_after_flower_and_events_exit(
+    stack: LocalStack,
+) -> None:
+    before = receiver_queues(stack)
+    credentials = {USER_VARIABLE: "admin", PASSWORD_VARIABLE: "another-secret"}
+    flower = start(stack, flower_command("127.0.0.1", local._free_port()), credentials)
+    events = start(stack, [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"])
+    try:
+        # Each has an event queue, subscribed to the events topic; Flower also reply queues.
+        mine = wait_for(
+            lambda: (
+                (new := receiver_queues(stack) - before)
+                and sum("-rx-events-" in q for q in new) == 2
+                and {q for q in new if "-rx-events-" in q} <= subscribed_queues(stack)
+                and new
+            )
+        )
+        assert sum("-rx-events-" in q for q in mine) == 2, mine
+        assert {q for q in mine if "-rx-events-" in q} <= subscribed_queues(stack)
+    finally:
+        flower.send_signal(signal.SIGTERM)
+        events.send_signal(signal.SIGINT)
+        flower.wait(60)
+        events.wait(60)
+    assert receiver_queues(stack) - before == set()
+    assert not (subscribed_queues(stack) & mine)
+
+
+def test_a_crashed_receivers_queue_and_subscription_are_reaped(stack: LocalStack) -> None:
+    before = receiver_queues(stack)
+    events = start(stack, [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"])
+    try:
+        orphans = wait_for(lambda: receiver_queues(stack) - before)
+        assert len(orphans) == 1 and orphans <= subscribed_queues(stack)
+    finally:
+        events.send_signal(signal.SIGKILL)
+        events.wait(60)
+    (orphan,) = orphans
+    assert orphan in receiver_queues(stack)  # a crash deletes nothing
+    # Two hours pass for the orphan (its tags say so); the live worker's queue stays fresh.
+    sqs = stack.client("sqs")
+    old = str(int(time.time()) - 7200)
+    sqs.tag_queue(QueueUrl=stack.queue_url(orphan), Tags={"cloudworker:created": old,
+                                                          "cloudworker:seen": old})  # fmt: skip
+    result = stack.cli("reap")
+    assert result.returncode == 0, result.stderr
+    assert orphan in result.stdout
+    assert receiver_queues(stack) == before
+    assert orphan not in subscribed_queues(stack)
+    assert any("-control-" in q for q in receiver_queues(stack))  # the live worker's is kept
+
+
+def test_a_worker_whose_control_queue_is_deleted_creates_it_again(stack: LocalStack) -> None:
+    """``reap --max-age 0`` (or anyone) deletes a live worker's control queue: it comes back."""
+    (control,) = [q for q in receiver_queues(stack) if "-control-" in q]
+    stack.client("sqs").delete_queue(QueueUrl=stack.queue_url(control))
+    assert control not in receiver_queues(stack)
+    # The worker's next receive on it fails: it creates the queue again and subscribes it.
+    assert wait_for(lambda: control in receiver_queues(stack), timeout=90)
+    assert stack.worker_alive(), stack.worker_log()[-3000:]
+    assert f"receiver queue {control} had been deleted; created it again" in stack.worker_log()
+    pong = wait_for(
+        lambda: "pong" in (out := celery(stack, "inspect", "ping").stdout) and out, timeout=60
+    )
+    assert pong and "worker1@" in pong
+    assert control in subscribed_queues(stack)
+
+
+def test_flowers_tasks_page_in_a_real_browser_shows_a_submitted_task(
+    stack: LocalStack, flower: Flower
+) -> None:
+    assert BROWSER.exists() and DRIVER.exists(), (
+        "the browser test needs Debian's chromium and chromium-driver; `make test` installs them"
+    )
+    result = stack.tasks.compute_stats.delay([3, 1, 2])
+    assert result.get(timeout=60)["median"] == 2
+    token = base64.b64encode(f"{flower.user}:{flower.password}".encode()).decode()
+    with WebDriver() as browser:
+        browser.devtools("Network.enable", {})
+        browser.devtools(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+        )
+        browser.open(f"{flower.url}/tasks")
+
+        def page_text() -> str:
+            text: str = browser.run("return document.body.innerText;")
+            return text if result.id in text else ""
+
+        text = wait_for(page_text, timeout=60, pause=1)
+    assert result.id in text
+    assert "SUCCESS" in text.split(result.id, 1)[1][:400]
