@@ -95,25 +95,24 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
     ) -> dict[str, Any]:
         mailbox = self.services.mailbox
         wait = self.services.settings.wait_seconds
-        idle = 0.0
+        next_check = time.monotonic() + wait
         while True:
             meta = self._meta_from_mailbox(task_id)
             if meta is not None:
                 return meta
-            if idle >= wait:
-                # Nothing came for a whole long poll: check S3 once, in case the
-                # notice was lost. This is the only S3 read for our own tasks.
-                idle = 0.0
+            if time.monotonic() >= next_check:
+                # No notice for a whole long poll: look in S3, in case the notice was
+                # lost (the worker could not send it). This is the only S3 read for
+                # our own tasks; it is per task, so a busy mailbox does not hide it.
+                next_check = time.monotonic() + wait
                 meta = self._read_store(task_id)
                 if meta["status"] in states.READY_STATES:
                     return meta
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 raise CeleryTimeoutError("The operation timed out.")
-            slice_ = wait if remaining is None else min(wait, remaining)
-            started = time.monotonic()
-            if mailbox.poll(slice_) == 0:
-                idle += time.monotonic() - started
+            slice_ = max(0.0, next_check - time.monotonic())
+            mailbox.poll(slice_ if remaining is None else min(slice_, remaining))
             if on_interval:
                 on_interval()
 

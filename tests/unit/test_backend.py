@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from types import SimpleNamespace
 
@@ -175,3 +176,26 @@ def test_notices_go_only_to_response_queues(
     request = SimpleNamespace(reply_to="victim", chord=None, group=None, parent_id=None)
     backend_of(app).store_result("t1", 1, states.SUCCESS, request=request)
     assert list(queues.queues["victim"].messages) == []
+
+
+def test_a_lost_notice_is_found_in_s3_even_while_other_notices_keep_coming(
+    app: CloudworkerCelery, queues: MemoryQueueService
+) -> None:
+    lost = sent(app)
+    backend_of(app).store_result(lost, "kept", states.SUCCESS, request=None)  # no notice
+    url = app.services.mailbox.url
+    assert url is not None
+    stop = threading.Event()
+
+    def busy() -> None:  # other tasks' notices arrive all the time
+        while not stop.wait(0.1):
+            other = {"task_id": str(uuid.uuid4()), "status": "SUCCESS", "result": 1}
+            queues.send(url, json.dumps(other))
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        assert app.AsyncResult(lost).get(timeout=2 * SETTINGS.wait_seconds + 1) == "kept"
+    finally:
+        stop.set()
+        thread.join()
