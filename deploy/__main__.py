@@ -4,6 +4,7 @@ python -m deploy local up [--workers N] [--concurrency N]
 python -m deploy local down
 python -m deploy local running      # exit 0 if the local endpoint is running
 python -m deploy provision          # against the endpoint/credentials of the environment
+python -m deploy aws up|status|env|down|render   # the stack on AWS (deploy/aws/README.md)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from config import load as load_settings
 from deploy import local
+from deploy.aws import cli as aws_cli
 from deploy.provision import provision
 
 
@@ -28,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument("--workers", type=int, default=1)
     local_parser.add_argument("--concurrency", type=int, default=2)
     commands.add_parser("provision", help="create or update the queues and the bucket")
+    aws_cli.add_parser(commands)
     args = parser.parse_args(argv)
+
+    if args.command == "aws":
+        return aws_cli.run(args)
 
     if args.command == "provision":
         from tasks import aws  # the boto3 client factory with timeouts
@@ -44,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         env = local.up(workers=args.workers, concurrency=args.concurrency)
         print(
             f"local stack up: endpoint {env['AWS_ENDPOINT_URL']}, "
-            f"bucket {env['CLOUDWORKER_BUCKET']}; environment in .run/env"
+            f"bucket {env['CLOUDWORKER_BUCKET']}, Flower {env['CLOUDWORKER_FLOWER_URL']} "
+            "(user and password in .run/env); environment in .run/env"
         )
         return 0
     if args.action == "running":

@@ -1,0 +1,609 @@
+"""The AWS stack's template, checked without deploying it (deploy/aws/cloudworker.yaml).
+
+* cfn-lint passes, informational checks included;
+* IAM: no wildcard action anywhere, and no wildcard resource beyond the few the
+  design names (per-process queue prefixes, the prefix's topics, the bucket's
+  prefixes, and ListQueues, which AWS authorises only on the account's queues);
+* the template agrees with the local provisioning (deploy/provision.py) and
+  the settings (config) on names, redrive, lifecycle, policies, notification;
+* the generated user data equals a fresh render of deploy/userdata.sh and the
+  units, and the units run what the local stack runs;
+* what moto's CloudFormation does not implement (queue and bucket policies,
+  scaling policies, alarms, the bucket's notification, lifecycle and public
+  access block) is checked here, on the template itself;
+* the small pure helpers of the deploy command (parameters, env file, secret).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from config import Settings
+from deploy import local, provision
+from deploy.aws import envfile, render, secret, stack
+from deploy.aws.names import DEFAULTS, FLOWER_PORT, ROLE_TAG, TEMPLATE, password_parameter
+
+TEMPLATE_TEXT = TEMPLATE.read_text()
+T: dict[str, Any] = yaml.safe_load(TEMPLATE_TEXT)
+RESOURCES: dict[str, Any] = T["Resources"]
+ACCOUNT_ARN = "arn:${AWS::Partition}:{service}:${AWS::Region}:${AWS::AccountId}:"
+SQS = ACCOUNT_ARN.replace("{service}", "sqs")
+SNS = ACCOUNT_ARN.replace("{service}", "sns")
+#: The only resources an Allow statement may name with a wildcard.
+ALLOWED_WILDCARDS = {
+    SQS + "${NamePrefix}resp-*",
+    SQS + "${NamePrefix}rx-*",
+    SNS + "${NamePrefix}*",
+    "${Bucket.Arn}/payloads/*",
+    "${Bucket.Arn}/results/*",
+    "${Bucket.Arn}/inbox/*",
+    "${Bucket.Arn}/outbox/*",
+    "${Bucket.Arn}/releases/*",
+}
+#: ListQueues is authorised on the account's queue namespace only, never on a queue.
+LIST_QUEUES = (["sqs:ListQueues"], SQS + "*")
+#: What the monitoring transport needs of SNS (the contract with tasks/fanout.py).
+SNS_ACTIONS = {
+    "sns:CreateTopic",
+    "sns:Publish",
+    "sns:Subscribe",
+    "sns:Unsubscribe",
+    "sns:ListSubscriptionsByTopic",
+    "sns:GetTopicAttributes",
+    "sns:TagResource",
+}
+#: What a process does with its own response or receiver queue.
+PROCESS_QUEUE_ACTIONS = {
+    "sqs:CreateQueue",
+    "sqs:DeleteQueue",
+    "sqs:TagQueue",
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:SetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+}
+#: The resource types moto's CloudFormation skips (see deploy/aws/README.md).
+NOT_IN_MOTO = {
+    "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
+    "AWS::AutoScaling::ScalingPolicy",
+    "AWS::CloudWatch::Alarm",
+}
+
+
+POLICY_TYPES = {
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
+    "AWS::SNS::TopicPolicy",
+}
+
+
+def cfn_lint(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from cfnlint.runner import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def resource_string(value: Any) -> str:
+    """A policy resource as one comparable string: Sub text, or ${X.Arn} for GetAtt."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Sub" in value:
+        return str(value["Fn::Sub"])
+    if "Fn::GetAtt" in value:
+        name, attribute = value["Fn::GetAtt"]
+        return f"${{{name}.{attribute}}}"
+    if "Ref" in value:
+        return f"${{{value['Ref']}}}"
+    raise AssertionError(f"unexpected resource expression {value!r}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every policy document of the template, named by where it is."""
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::IAM::Role":
+            yield f"{name}.AssumeRolePolicyDocument", props["AssumeRolePolicyDocument"]
+            for policy in props.get("Policies", []):
+                yield f"{name}.{policy['PolicyName']}", policy["PolicyDocument"]
+        elif kind in POLICY_TYPES:
+            yield name, props["PolicyDocument"]
+
+
+def wildcard_violations(template: dict[str, Any]) -> list[str]:
+    """Allow statements granting a wildcard action, or a resource beyond the allowed ones."""
+    found: list[str] = []
+    for where, document in policy_documents(template):
+        for statement in as_list(document["Statement"]):
+            if statement["Effect"] != "Allow":
+                continue  # a Deny with wildcards only takes away
+            label = f"{where}/{statement.get('Sid', '?')}"
+            if "NotAction" in statement or "NotResource" in statement:
+                found.append(f"{label}: NotAction/NotResource in an Allow")
+            actions = sorted(as_list(statement.get("Action", [])))
+            found += [f"{label}: wildcard action {a}" for a in actions if "*" in a]
+            principal = statement.get("Principal")
+            if principal == "*" or (isinstance(principal, dict) and "*" in principal.values()):
+                found.append(f"{label}: any principal")
+            for raw in as_list(statement.get("Resource", [])):
+                resource = resource_string(raw)
+                if "*" not in resource or resource in ALLOWED_WILDCARDS:
+                    continue
+                if (actions, resource) == LIST_QUEUES:
+                    continue
+                found.append(f"{label}: wildcard resource {resource}")
+    return found
+
+
+def role_statements() -> dict[str, dict[str, Any]]:
+    role = RESOURCES["InstanceRole"]["Properties"]
+    (policy,) = role["Policies"]
+    return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(
+        "\n".join(
+            line
+            for line in (render.DEPLOY_DIR / "systemd" / name).read_text().splitlines()
+            if not line.startswith("EnvironmentFile=")  # repeated keys
+        )
+    )
+    return parser
+
+
+# -- lint -----------------------------------------------------------------------------
+
+
+def test_cfn_lint_passes_with_informational_checks() -> None:
+    done = cfn_lint("--include-checks", "I", "--", str(TEMPLATE))
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_cfn_lint_fails_on_a_broken_template(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE_TEXT.replace("VisibilityTimeout: 300", "VisibilityTimeout: 99999"))
+    done = cfn_lint("--", str(broken))
+    assert done.returncode != 0 and "E3034 99999 is greater than the maximum" in done.stdout
+
+
+def test_template_fits_cloudformation_and_user_data_limits() -> None:
+    assert len(TEMPLATE_TEXT.encode()) < stack.MAX_TEMPLATE_BODY
+    script = render.user_data(sample_values())
+    assert len(script.encode()) < 16 * 1024  # EC2's user-data limit, before base64
+
+
+# -- IAM: least privilege ----------------------------------------------------------------
+
+
+def test_no_wildcard_action_and_no_wildcard_resource_beyond_the_listed_ones() -> None:
+    assert wildcard_violations(T) == []
+
+
+def test_the_wildcard_check_fails_on_a_broad_grant() -> None:
+    broad = yaml.safe_load(TEMPLATE_TEXT)
+    statements = broad["Resources"]["InstanceRole"]["Properties"]["Policies"][0]
+    statements["PolicyDocument"]["Statement"] += [
+        {"Sid": "Everything", "Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Sid": "AnyObject", "Effect": "Allow", "Action": "s3:*", "Resource": "${Bucket.Arn}/*"},
+        {"Sid": "AnyQueue", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": SQS + "*"},
+    ]
+    assert wildcard_violations(broad) == [
+        "InstanceRole.cloudworker/Everything: wildcard action *",
+        "InstanceRole.cloudworker/Everything: wildcard resource *",
+        "InstanceRole.cloudworker/AnyObject: wildcard action s3:*",
+        "InstanceRole.cloudworker/AnyObject: wildcard resource ${Bucket.Arn}/*",
+        "InstanceRole.cloudworker/AnyQueue: wildcard resource " + SQS + "*",
+    ]
+
+
+def test_the_role_is_assumed_by_ec2_only() -> None:
+    trust = RESOURCES["InstanceRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    assert "ManagedPolicyArns" not in RESOURCES["InstanceRole"]["Properties"]
+
+
+def test_project_queues_are_granted_by_their_own_arns() -> None:
+    statements = role_statements()
+    assert statements["TaskQueue"]["Resource"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
+    assert statements["InboxEvents"]["Resource"] == {"Fn::GetAtt": ["InboxQueue", "Arn"]}
+    assert statements["DeadLetters"]["Resource"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert "sqs:CreateQueue" not in statements["TaskQueue"]["Action"]
+    assert "sqs:SendMessage" not in statements["InboxEvents"]["Action"]
+
+
+def test_process_queues_only_under_their_prefixes() -> None:
+    statement = role_statements()["ProcessQueues"]
+    settings = Settings(queue_prefix="${NamePrefix}")
+    assert [resource_string(r) for r in statement["Resource"]] == [
+        SQS + settings.response_queue_prefix + "*",
+        SQS + settings.receiver_queue_prefix + "*",
+    ]
+    assert set(statement["Action"]) >= PROCESS_QUEUE_ACTIONS
+
+
+def test_topics_only_under_the_prefix_with_the_monitoring_actions() -> None:
+    statement = role_statements()["Topics"]
+    assert resource_string(statement["Resource"]) == SNS + "${NamePrefix}*"
+    assert set(statement["Action"]) == SNS_ACTIONS
+    granted = {a for s in role_statements().values() for a in as_list(s["Action"])}
+    assert {a for a in granted if a.startswith("sns:")} == SNS_ACTIONS
+
+
+def test_objects_by_prefix_and_nothing_to_delete_in_the_inbox() -> None:
+    statements = role_statements()
+    assert [resource_string(r) for r in statements["PayloadsAndResults"]["Resource"]] == [
+        "${Bucket.Arn}/payloads/*",
+        "${Bucket.Arn}/results/*",
+    ]
+    assert statements["ReadInboxAndReleases"]["Action"] == "s3:GetObject"
+    assert resource_string(statements["WriteOutbox"]["Resource"]) == (
+        "${Bucket.Arn}/" + DEFAULTS.outbox_prefix + "*"
+    )
+    assert statements["ListBucket"]["Resource"] == {"Fn::GetAtt": ["Bucket", "Arn"]}
+
+
+def test_flower_password_is_readable_by_its_own_arn_only() -> None:
+    statement = role_statements()["FlowerPassword"]
+    assert statement["Action"] == "ssm:GetParameter"
+    assert resource_string(statement["Resource"]) == (
+        ACCOUNT_ARN.replace("{service}", "ssm")
+        + "parameter"
+        + password_parameter("${AWS::StackName}")
+    )
+    outputs = T["Outputs"]["FlowerPasswordParameter"]["Value"]
+    assert resource_string(outputs) == password_parameter("${AWS::StackName}")
+
+
+# -- agreement with the local provisioning and the settings -------------------------------
+
+
+def test_queue_names_and_attributes_match_the_settings() -> None:
+    settings = Settings(queue_prefix="${NamePrefix}")
+    props = {name: RESOURCES[name]["Properties"] for name in RESOURCES}
+    assert props["TaskQueue"]["QueueName"] == {"Fn::Sub": settings.task_queue_name}
+    assert props["DeadLetterQueue"]["QueueName"] == {"Fn::Sub": settings.dead_letter_queue_name}
+    assert props["InboxQueue"]["QueueName"] == {"Fn::Sub": settings.inbox_queue_name}
+    assert props["TaskQueue"]["VisibilityTimeout"] == DEFAULTS.visibility_timeout
+    assert props["TaskQueue"]["ReceiveMessageWaitTimeSeconds"] == DEFAULTS.wait_seconds
+    assert props["DeadLetterQueue"]["MessageRetentionPeriod"] == 1209600
+    for queue in ("TaskQueue", "InboxQueue"):
+        assert props[queue]["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+            "maxReceiveCount": provision.MAX_RECEIVE_COUNT,
+        }
+    assert T["Outputs"]["TaskQueue"]["Value"] == DEFAULTS.task_queue
+    assert T["Outputs"]["VisibilityTimeout"]["Value"] == str(DEFAULTS.visibility_timeout)
+    default_days = T["Parameters"]["ResultExpiryDays"]["Default"]
+    assert default_days == DEFAULTS.result_expiry_days
+
+
+def test_bucket_is_private_encrypted_and_expires_like_the_provisioning() -> None:
+    bucket = RESOURCES["Bucket"]["Properties"]
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    as_api = [
+        {
+            "ID": r["Id"],
+            "Filter": {"Prefix": r["Prefix"]},
+            "Status": r["Status"],
+            "Expiration": {"Days": r["ExpirationInDays"]},
+            "AbortIncompleteMultipartUpload": r["AbortIncompleteMultipartUpload"],
+        }
+        for r in bucket["LifecycleConfiguration"]["Rules"]
+    ]
+    days = {"Ref": "ResultExpiryDays"}
+    assert as_api == [
+        provision._expiry_rule("expire-payloads", "payloads/", provision.PAYLOAD_EXPIRY_DAYS),
+        provision._expiry_rule("expire-results", "results/", days),  # type: ignore[arg-type]
+    ]
+
+
+def test_bucket_policy_refuses_plain_http_as_the_provisioning_does() -> None:
+    policy = RESOURCES["BucketPolicy"]["Properties"]["PolicyDocument"]
+    expected = provision._https_only("BUCKET")
+    resources = [resource_string(r) for r in policy["Statement"][0]["Resource"]]
+    assert resources == ["${Bucket.Arn}", "${Bucket.Arn}/*"]
+    statement = dict(policy["Statement"][0], Resource=expected["Statement"][0]["Resource"])
+    assert dict(policy, Statement=[statement]) == expected
+
+
+def test_inbox_notification_and_queue_policy_match_the_provisioning() -> None:
+    bucket = RESOURCES["Bucket"]
+    (config,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert config == {
+        "Event": "s3:ObjectCreated:*",
+        "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
+        "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": DEFAULTS.inbox_prefix}]}},
+    }
+    assert bucket["DependsOn"] == "InboxQueuePolicy"  # S3 checks it when told to notify
+    policy = RESOURCES["InboxQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "InboxQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    bucket_name = bucket["Properties"]["BucketName"]["Fn::Sub"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:s3:::" + bucket_name}}
+    }
+
+
+# -- scaling and Flower (parts moto does not run) -------------------------------------------
+
+
+def test_moto_gaps_are_the_documented_ones() -> None:
+    kinds = {r["Type"] for r in RESOURCES.values()}
+    assert kinds & NOT_IN_MOTO == NOT_IN_MOTO
+    readme = (TEMPLATE.parent / "README.md").read_text()
+    assert all(kind in readme for kind in NOT_IN_MOTO)
+
+
+def test_workers_scale_on_the_backlog_per_in_service_worker() -> None:
+    policy = RESOURCES["BacklogScaling"]["Properties"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingConfiguration"]
+    assert tracking["TargetValue"] == {"Ref": "TargetBacklogPerWorker"}
+    metrics = {m["Id"]: m for m in tracking["CustomizedMetricSpecification"]["Metrics"]}
+    visible = metrics["visible"]["MetricStat"]["Metric"]
+    workers = metrics["workers"]["MetricStat"]["Metric"]
+    assert (visible["Namespace"], visible["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert visible["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}
+    ]
+    assert (workers["Namespace"], workers["MetricName"]) == (
+        "AWS/AutoScaling",
+        "GroupInServiceInstances",
+    )
+    assert workers["Dimensions"] == [
+        {"Name": "AutoScalingGroupName", "Value": {"Ref": "WorkerGroup"}}
+    ]
+    assert metrics["backlog"] == {
+        "Id": "backlog",
+        "Label": "Backlog per worker",
+        "Expression": "visible / workers",
+        "ReturnData": True,
+    }
+    assert [m["ReturnData"] for m in metrics.values()] == [False, False, True]
+    group = RESOURCES["WorkerGroup"]["Properties"]
+    assert group["MetricsCollection"] == [
+        {"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]}
+    ]
+    assert group["DefaultInstanceWarmup"] >= 180
+    assert (group["MinSize"], group["MaxSize"]) == ({"Ref": "MinWorkers"}, {"Ref": "MaxWorkers"})
+    assert "DesiredCapacity" not in group  # an update must not reset what scaling decided
+
+
+def test_an_empty_group_wakes_up_when_tasks_wait() -> None:
+    alarm = RESOURCES["WakeFromZeroAlarm"]["Properties"]
+    assert alarm["AlarmActions"] == [{"Ref": "WakeFromZeroScaling"}]
+    (expression,) = [m for m in alarm["Metrics"] if m["ReturnData"]]
+    assert expression["Expression"] == "IF(visible > 0 AND FILL(workers, 0) < 1, 1, 0)"
+    wake = RESOURCES["WakeFromZeroScaling"]["Properties"]
+    assert wake["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+
+
+def test_flower_is_reachable_from_the_admin_cidr_only() -> None:
+    flower_sg = RESOURCES["FlowerSecurityGroup"]["Properties"]
+    assert flower_sg["SecurityGroupIngress"] == [
+        {
+            "Description": "Flower, behind its basic authentication",
+            "IpProtocol": "tcp",
+            "FromPort": FLOWER_PORT,
+            "ToPort": FLOWER_PORT,
+            "CidrIp": {"Ref": "AdminCidr"},
+        }
+    ]
+    assert "SecurityGroupIngress" not in RESOURCES["WorkerSecurityGroup"]["Properties"]
+    assert "Default" not in T["Parameters"]["AdminCidr"]  # no open default
+    flower = RESOURCES["FlowerInstance"]["Properties"]
+    assert flower["SecurityGroupIds"] == [{"Fn::GetAtt": ["FlowerSecurityGroup", "GroupId"]}]
+    assert {"Key": ROLE_TAG, "Value": "flower"} in flower["Tags"]
+    group_tags = RESOURCES["WorkerGroup"]["Properties"]["Tags"]
+    assert {"Key": ROLE_TAG, "Value": "worker", "PropagateAtLaunch": True} in group_tags
+    assert T["Outputs"]["FlowerUrl"]["Value"] == {
+        "Fn::Sub": f"http://${{FlowerAddress}}:{FLOWER_PORT}"
+    }
+    metadata = RESOURCES["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    assert (metadata["HttpTokens"], metadata["InstanceMetadataTags"]) == ("required", "enabled")
+
+
+def test_no_password_in_the_template_or_the_user_data() -> None:
+    assert "FLOWER_PASSWORD=" not in TEMPLATE_TEXT
+    assert not re.search(r"(?i)password\s*[:=]\s*\S", TEMPLATE_TEXT.replace("_PARAMETER=", ""))
+    assert "NoEcho" not in TEMPLATE_TEXT  # no secret travels as a parameter either
+
+
+def test_the_env_file_is_made_of_outputs_the_template_has() -> None:
+    assert set(envfile.FROM_OUTPUTS.values()) <= set(T["Outputs"])
+
+
+# -- user data and units ------------------------------------------------------------------
+
+
+def sample_values() -> dict[str, str]:
+    return {
+        "AWS::Region": "eu-west-1",
+        "AWS::StackName": "cw",
+        "NamePrefix": "cw-",
+        "Bucket": "cw-123456789012-eu-west-1",
+        "ResultExpiryDays": "7",
+        "FlowerUser": "admin",
+        "ProjectVersion": "0123456789ab",
+    }
+
+
+def test_committed_template_equals_a_fresh_render() -> None:
+    assert render.render_template(TEMPLATE_TEXT) == TEMPLATE_TEXT
+    stale = TEMPLATE_TEXT.replace("set -euo pipefail", "set -eu", 1)
+    assert render.render_template(stale) == TEMPLATE_TEXT
+
+
+def test_template_user_data_is_the_script_and_the_units_verbatim() -> None:
+    data = RESOURCES["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+    delimiter, (header, settings, rest) = data["Fn::Base64"]["Fn::Join"]
+    assert delimiter == ""
+    assert (header, settings["Fn::Sub"], rest) == render.user_data_pieces()
+    for path in (*render.UNITS, render.USERDATA):
+        assert path.read_text().rstrip("\n") in rest
+    names = set(re.findall(r"\$\{([A-Za-z0-9:.]+)\}", settings["Fn::Sub"]))
+    assert names <= set(T["Parameters"]) | set(RESOURCES) | {"AWS::Region", "AWS::StackName"}
+
+
+def test_stack_env_carries_the_settings_a_worker_reads() -> None:
+    lines = render.stack_env(sample_values()).splitlines()
+    env = dict(line.split("=", 1) for line in lines)
+    settings = Settings.from_env(env)
+    assert (settings.region, settings.queue_prefix, settings.bucket) == (
+        "eu-west-1",
+        "cw-",
+        "cw-123456789012-eu-west-1",
+    )
+    assert settings.task_queue_name == "cw-tasks"
+    assert env["CLOUDWORKER_SOURCE"] == "s3://cw-123456789012-eu-west-1/" + (
+        "releases/cloudworker-0123456789ab.tar.gz"
+    )
+    assert env["CLOUDWORKER_FLOWER_PASSWORD_PARAMETER"] == "/cw/flower-password"
+
+
+def test_worker_unit_runs_the_local_worker_command_on_the_task_queue() -> None:
+    service = unit("cloudworker-worker.service")["Service"]
+    command = shlex.split(service["ExecStart"].replace("%%", "%"))
+    assert command[:4] == ["/opt/cloudworker/venv/bin/python", "-m", "celery", "-A"]
+    local_options = {a.split("=")[0] for a in local.worker_command("w", 2)[3:] if a.startswith("-")}
+    unit_options = {a.split("=")[0] for a in command if a.startswith("-")}
+    assert local_options <= unit_options
+    assert command[command.index("-Q") + 1] == "${CLOUDWORKER_TASK_QUEUE}"
+    assert "--hostname=worker@%H" in command  # systemd's %% keeps Celery's %H
+    assert service["User"] == "cloudworker" and service["Restart"] == "on-failure"
+    assert service["KillMode"] == "mixed"  # SIGTERM to the main process: warm shutdown
+    assert int(service["TimeoutStopSec"]) >= DEFAULTS.visibility_timeout
+
+
+def test_flower_unit_reads_its_password_from_ssm_before_each_start() -> None:
+    text = (render.DEPLOY_DIR / "systemd" / "cloudworker-flower.service").read_text()
+    service = unit("cloudworker-flower.service")["Service"]
+    pre = shlex.split(service["ExecStartPre"])
+    assert pre[1:3] == ["-m", "deploy.aws.secret"]
+    runtime = "/run/" + service["RuntimeDirectory"] + "/"
+    assert pre[3].startswith(runtime) and service["RuntimeDirectoryMode"] == "0700"
+    assert f"EnvironmentFile=-{pre[3]}\n" in text
+    start = shlex.split(service["ExecStart"])
+    assert start[1:3] == ["-m", "deploy.flower"]
+    assert start[start.index("--port") + 1] == str(FLOWER_PORT)
+    assert "--address" in start and "PASSWORD" not in service["ExecStart"]
+
+
+def test_user_data_script_passes_bash_syntax_check(tmp_path: Path) -> None:
+    script = tmp_path / "user-data"
+    script.write_text(render.user_data(sample_values()))
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+# -- pure helpers of the deploy command -------------------------------------------------
+
+
+def test_parameters_given_else_previous_else_default() -> None:
+    declared = {"A": "1", "B": None, "C": "3", "D": "4"}
+    result = stack.parameters(declared, {"A": "9", "C": None}, previous=["B", "C"])
+    assert result == [
+        {"ParameterKey": "A", "ParameterValue": "9"},
+        {"ParameterKey": "B", "UsePreviousValue": True},
+        {"ParameterKey": "C", "UsePreviousValue": True},
+        {"ParameterKey": "D", "ParameterValue": "4"},
+    ]
+    with pytest.raises(stack.StackError, match="B needs a value"):
+        stack.parameters(declared, {})
+    with pytest.raises(stack.StackError, match="no parameter Z"):
+        stack.parameters(declared, {"Z": "1"})
+
+
+def test_env_file_has_no_credentials_and_says_where_the_password_is(tmp_path: Path) -> None:
+    outputs = {key: f"<{key}>" for key in envfile.FROM_OUTPUTS.values()}
+    passthrough = {
+        "AWS_PROFILE": "dev",
+        "AWS_ACCESS_KEY_ID": "AKIA-not-to-be-copied",
+        "AWS_SECRET_ACCESS_KEY": "not-to-be-copied",
+        "AWS_SESSION_TOKEN": "not-to-be-copied",
+    }
+    env = envfile.environment(outputs, passthrough=passthrough)
+    path = tmp_path / "run" / "env"
+    envfile.write(path, env, stack_name="cw")
+    text = path.read_text()
+    assert "not-to-be-copied" not in text and "AWS_ACCESS_KEY_ID" not in text
+    read = local.Stack(path.parent).read_env()
+    assert read["CLOUDWORKER_FLOWER_URL"] == "<FlowerUrl>"
+    assert read["CLOUDWORKER_FLOWER_USER"] == "<FlowerUser>"
+    assert read["AWS_PROFILE"] == "dev" and "AWS_ENDPOINT_URL" not in read
+    assert "aws ssm get-parameter --name <FlowerPasswordParameter> --with-decryption" in text
+
+
+def test_password_file_is_private_and_refuses_unsafe_values(tmp_path: Path) -> None:
+    path = tmp_path / "secret.env"
+    secret.write_env_file(path, "abc-DEF_123456")
+    assert path.read_text() == "CLOUDWORKER_FLOWER_PASSWORD=abc-DEF_123456\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(secret.UnsafePassword) as caught:
+        secret.write_env_file(tmp_path / "bad.env", "has space and $dollar")
+    assert "dollar" not in str(caught.value)  # the value never reaches a message
+    assert not (tmp_path / "bad.env").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.env"]
+
+
+def test_deploy_cli_keeps_its_other_commands() -> None:
+    env = {**os.environ, "PYTHONPATH": str(render.DEPLOY_DIR.parent)}
+    for args in (["local", "--help"], ["provision", "--help"], ["aws", "render", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "deploy", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=render.DEPLOY_DIR.parent,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "template is current" in done.stdout
