@@ -19,6 +19,7 @@ template itself in ``tests/test_deploy_aws_template.py``.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -33,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from PIL import Image
 
 from deploy import local
 from deploy.aws import render
 from deploy.aws.names import TEMPLATE, password_parameter
 from tests.integration.conftest import ROOT, LocalStack
+from tests.integration.test_inbox import jpeg, wait_for_object
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +50,7 @@ PREFIX = f"{STACK}-"
 #: Where the test's AMI id is published (AWS's own parameters are under /aws/, reserved).
 IMAGE_PARAMETER = f"/{STACK}/debian-12-amd64"
 DEFAULT_IMAGE_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
+T: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
 UNIT_DIR = Path("etc/systemd/system")
 
 
@@ -54,6 +59,7 @@ class Deployed:
     env: dict[str, str]  # the stack's endpoint and fake keys (what an instance role gives)
     outputs: dict[str, str]
     env_file: Path
+    template: Path  # the project's, with the test's AMI parameter
     up: subprocess.CompletedProcess[str]
     user_data: str  # as CloudFormation substitutes it for this stack
     boot_root: Path
@@ -190,7 +196,7 @@ def deployed(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) 
     local.start_process(worker, "worker", command, {**os.environ, **unit_env, **env})
     try:
         local.wait_for_log(worker, "worker", 0, local.READY_MARK, timeout=120)
-        yield Deployed(env, outputs, env_file, up, script, boot_root, boot, worker)
+        yield Deployed(env, outputs, env_file, template, up, script, boot_root, boot, worker)
     finally:
         local.stop_process(worker, "worker")
         down = deploy(env, "down", "--empty-bucket")
@@ -302,6 +308,73 @@ def test_a_client_uses_the_stacks_queues_and_bucket(
     keys = stack.client("s3").list_objects_v2(Bucket=deployed.outputs["Bucket"], Prefix="results/")
     assert keys.get("KeyCount", 0) >= 2
     assert "succeeded" in deployed.worker.log_file("worker").read_text()
+
+
+def test_an_image_dropped_in_the_stacks_inbox_comes_out_grey(
+    stack: LocalStack, deployed: Deployed
+) -> None:
+    """The template's inbox notification, applied as it says (moto's CloudFormation skips it)."""
+    bucket = deployed.outputs["Bucket"]
+    (rule,) = T["Resources"]["Bucket"]["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    inbox_arn = stack.client("sqs").get_queue_attributes(
+        QueueUrl=deployed.outputs["InboxQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    s3 = stack.client("s3")
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": inbox_arn,
+                    "Events": [rule["Event"]],
+                    "Filter": {"Key": {"FilterRules": rule["Filter"]["S3Key"]["Rules"]}},
+                }
+            ]
+        },
+    )
+    s3.put_object(Bucket=bucket, Key="inbox/aws/red.jpg", Body=jpeg((200, 30, 30)))
+    found = wait_for_object(s3, bucket, "outbox/aws/red.jpg", timeout=60)
+    image = Image.open(io.BytesIO(found["Body"].read()))
+    assert (image.format, image.mode, image.size) == ("JPEG", "L", (120, 80))
+    assert abs(int(image.getpixel((60, 40))) - 80) <= 3  # type: ignore[arg-type]
+
+
+def test_status_reports_the_stack_and_its_queues(deployed: Deployed) -> None:
+    status = deploy(deployed.env, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"stack {STACK}: CREATE_COMPLETE" in status.stdout
+    assert f"version {deployed.outputs['ProjectVersion']}" in status.stdout
+    assert "task queue: 0 waiting, 0 in flight; dead letters: 0" in status.stdout
+    assert f"password in SSM {password_parameter(STACK)}" in status.stdout
+
+
+def test_an_update_keeps_the_other_parameters_and_the_flower_password(
+    stack: LocalStack, deployed: Deployed
+) -> None:
+    ssm = stack.client("ssm")
+
+    def password() -> str:
+        parameter = ssm.get_parameter(Name=password_parameter(STACK), WithDecryption=True)
+        return str(parameter["Parameter"]["Value"])
+
+    before = password()
+    assert len(before) >= 32
+    up = deploy(deployed.env, "up", "--max-workers", "6", "--template", str(deployed.template))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "updating stack" in up.stderr and "created Flower's password" not in up.stderr
+    found = stack.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+    assert found["StackStatus"] == "UPDATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in found["Outputs"]}
+    group = stack.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[outputs["WorkerGroup"]]
+    )["AutoScalingGroups"][0]
+    assert (group["MinSize"], group["MaxSize"]) == (1, 6)
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in found["Parameters"]}
+    assert parameters["AdminCidr"] == "203.0.113.7/32"  # not given again: kept
+    assert parameters["NamePrefix"] == PREFIX
+    assert password() == before
 
 
 def test_the_installed_units_pass_systemd_analyze_verify(deployed: Deployed) -> None:
