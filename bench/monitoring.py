@@ -2,13 +2,14 @@
 
 Three local stacks in turn, each with one worker (``-c 2``): monitoring off
 (``CLOUDWORKER_EVENTS=false``, ``CLOUDWORKER_REMOTE_CONTROL=false``), on, and on
-with Flower receiving the events. For each, moto's access log counts every
-request (SQS and SNS together: both are ``POST /``) while the stack idles and
-while it answers a batch of ``compute_stats`` tasks; the differences to "off"
-are what monitoring costs. Appends a section to ``bench/RESULTS.md`` (or prints
-it with ``--print``).
+with Flower receiving the events. Every process of the stack (worker, Flower,
+this client) talks to moto through a counting proxy (:mod:`tests.faultproxy`,
+with no fault set), which tells SQS from SNS requests and names each
+operation. Requests are counted while the stack idles and while it answers a
+batch of ``compute_stats`` tasks; the differences to "off" are what monitoring
+costs. Appends a section to ``bench/RESULTS.md`` (or prints it with ``--print``).
 
-    python -m bench.monitoring [--tasks 200] [--idle 60]
+    python -m bench.monitoring [--tasks 200] [--idle 120]
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bench.requests import count_log_requests, log_offset
 from config import Settings
 from deploy import local
 from tasks.application import create_app
 from tasks.batching import batch_sends
 from tasks.definitions import register
+from tests.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {
@@ -36,31 +38,49 @@ MODES = {
 }
 
 
-def measure(mode: str, tasks_n: int, idle_seconds: float) -> dict[str, float]:
-    """Requests per idle hour and per task of a fresh stack in ``mode``."""
+@dataclass
+class Measured:
+    idle_per_hour: Counter[str]  # requests per worker-hour, by service:Operation
+    per_task: dict[str, float]  # requests per task, by service:Operation
+
+    def idle(self, service: str) -> float:
+        return sum(n for op, n in self.idle_per_hour.items() if op.startswith(service + ":"))
+
+    def task(self, service: str) -> float:
+        return sum(n for op, n in self.per_task.items() if op.startswith(service + ":"))
+
+
+def measure(mode: str, tasks_n: int, idle_seconds: float) -> Measured:
+    """Requests per idle worker-hour and per task of a fresh stack in ``mode``."""
     saved = dict(os.environ)
     os.environ.update(MODES[mode])
     stack = local.Stack(Path(tempfile.mkdtemp(prefix="cloudworker-bench-monitoring-")))
     try:
-        env = local.up(stack, workers=1, flower="Flower" in mode)
-        os.environ.update(env)
-        app = create_app(Settings.from_env(env))
-        tasks = register(app)
-        tasks.compute_stats.delay([1]).get(timeout=60)  # warm: queues, topics, subscriptions
-        time.sleep(5)
-        log = stack.log_file("moto")
-        start, began = log_offset(log), time.monotonic()
-        time.sleep(idle_seconds)
-        idle = count_log_requests(log, start)["total"] / (time.monotonic() - began) * 3600
-        start = log_offset(log)
-        with batch_sends():
-            results = [tasks.compute_stats.delay([i, i + 1]) for i in range(tasks_n)]
-        for result in results:
-            result.get(timeout=120)
-        time.sleep(3)  # the last events reach the receivers
-        per_task = count_log_requests(log, start)["total"] / tasks_n
-        app.services.mailbox.close()
-        return {"idle_per_hour": idle, "per_task": per_task}
+        env = local.up(stack, workers=0, flower=False)  # the endpoint, provisioned
+        with FaultProxy(env["AWS_ENDPOINT_URL"]) as proxy:
+            env = local.up(stack, workers=1, flower="Flower" in mode, endpoint=proxy.url)
+            os.environ.update(env)
+            os.environ["AWS_ENDPOINT_URL"] = proxy.url
+            app = create_app(Settings.from_env(os.environ))
+            tasks = register(app)
+            tasks.compute_stats.delay([1]).get(timeout=60)  # warm: queues, topics, subscriptions
+            time.sleep(5)
+            start, began = proxy.operation_counts(), time.monotonic()
+            time.sleep(idle_seconds)
+            hours = (time.monotonic() - began) / 3600
+            idle = proxy.operation_counts() - start
+            start = proxy.operation_counts()
+            with batch_sends():
+                results = [tasks.compute_stats.delay([i, i + 1]) for i in range(tasks_n)]
+            for result in results:
+                result.get(timeout=120)
+            time.sleep(3)  # the last events reach the receivers
+            busy = proxy.operation_counts() - start
+            app.services.mailbox.close()
+        return Measured(
+            Counter({op: round(n / hours) for op, n in idle.items()}),
+            {op: n / tasks_n for op, n in busy.items()},
+        )
     finally:
         local.down(stack)
         os.environ.clear()
@@ -70,32 +90,53 @@ def measure(mode: str, tasks_n: int, idle_seconds: float) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.monitoring")
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
+    parser.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
     parser.add_argument("--print", action="store_true", help="print instead of appending")
     args = parser.parse_args(argv)
-    found: dict[str, Any] = {}
+    found: dict[str, Measured] = {}
     for mode in MODES:
         print(f"monitoring {mode}: {args.idle:.0f} s idle, then {args.tasks} tasks", flush=True)
         found[mode] = measure(mode, args.tasks, args.idle)
     base = found["off"]
-    rows = [
-        f"| {mode} | {v['idle_per_hour']:.0f} | {v['idle_per_hour'] - base['idle_per_hour']:+.0f} "
-        f"| {v['per_task']:.2f} | {v['per_task'] - base['per_task']:+.2f} |"
-        for mode, v in found.items()
-    ]
+    rows = []
+    for mode, m in found.items():
+        cells = [
+            f"{m.idle('sqs'):.0f} ({m.idle('sqs') - base.idle('sqs'):+.0f})",
+            f"{m.idle('sns'):.0f} ({m.idle('sns') - base.idle('sns'):+.0f})",
+            f"{m.task('sqs'):.2f} ({m.task('sqs') - base.task('sqs'):+.2f})",
+            f"{m.task('sns'):.2f} ({m.task('sns') - base.task('sns'):+.2f})",
+        ]
+        rows.append(f"| {mode} | " + " | ".join(cells) + " |")
+    on, flower = found["on"], found["on, Flower receiving"]
+    detail = [
+        f"| {op} | {on.idle_per_hour.get(op, 0)} | {flower.idle_per_hour.get(op, 0)} "
+        f"| {on.per_task.get(op, 0):.2f} | {flower.per_task.get(op, 0):.2f} |"
+        for op in sorted(set(on.idle_per_hour) | set(flower.idle_per_hour) | set(on.per_task)
+                         | set(flower.per_task))
+        if op.startswith(("sqs:", "sns:"))
+    ]  # fmt: skip
     section = "\n".join(
         [
             "",
             "## 6. What monitoring costs (`python -m bench.monitoring`)",
             "",
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; a fresh local stack per "
-            f"row, one worker `-c 2`, heartbeat every {Settings().event_heartbeat:.0f} s; "
-            f"requests counted in moto's access log (SQS and SNS together) over "
-            f"{args.idle:.0f} s idle and over {args.tasks} `compute_stats` tasks sent in a batch.",
+            f"row, one worker `-c 2`, heartbeat every {Settings().event_heartbeat:.0f} s, long "
+            f"polls of {Settings().wait_seconds} s. Every request of the worker, Flower and the "
+            f"client counted by operation at a proxy in front of moto, over {args.idle:.0f} s "
+            f"idle (scaled to an hour) and over {args.tasks} `compute_stats` tasks sent in a "
+            "batch. In brackets: the difference to monitoring off.",
             "",
-            "| monitoring | idle requests / worker-hour | vs off | requests / task | vs off |",
+            "| monitoring | SQS / worker-hour idle | SNS / worker-hour idle "
+            "| SQS / task | SNS / task |",
             "|---|---|---|---|---|",
             *rows,
+            "",
+            "By operation, monitoring on (without and with Flower):",
+            "",
+            "| operation | idle / hour | with Flower | per task | with Flower |",
+            "|---|---|---|---|---|",
+            *detail,
             "",
         ]
     )

@@ -114,9 +114,18 @@ def default_stack() -> Stack:
 
 
 def up(
-    stack: Stack | None = None, *, workers: int = 1, concurrency: int = 2, flower: bool = True
+    stack: Stack | None = None,
+    *,
+    workers: int = 1,
+    concurrency: int = 2,
+    flower: bool = True,
+    endpoint: str | None = None,
 ) -> dict[str, str]:
-    """Start what is not running; return the stack's environment."""
+    """Start what is not running; return the stack's environment.
+
+    ``endpoint``: the AWS endpoint the workers and Flower started now use instead
+    of the stack's own (a proxy in front of it, to count or disturb their requests).
+    """
     stack = stack or default_stack()
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     previous = stack.read_env()
@@ -140,6 +149,8 @@ def up(
         env.update(_flower_settings(previous))
     _write_env(stack, env)
     process_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    if endpoint is not None:
+        process_env["AWS_ENDPOINT_URL"] = endpoint
     names = [f"worker{index}" for index in range(1, workers + 1)] + (["flower"] if flower else [])
     starting: list[tuple[str, int]] = []
     for name in names:

@@ -6,8 +6,10 @@ because botocore reads ``AWS_DEFAULT_REGION`` but not every version reads
 ``AWS_REGION``. Every call has a connect and a read timeout and uses botocore's
 standard retry mode, so no request can hang a process forever.
 
-Clients are cached per process id: boto3 clients must not cross a ``fork()``
-(Celery's prefork pool forks the worker after the app is imported).
+Clients are cached per process id, since boto3 clients must not cross a
+``fork()`` (Celery's prefork pool forks the worker after the app is imported),
+and per endpoint, since a client keeps the ``AWS_ENDPOINT_URL`` it was built with
+(a benchmark moves a process from one local endpoint to the next).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ _READ_TIMEOUT = 35
 _CONNECT_TIMEOUT = 5
 
 _lock = threading.Lock()
-_cache: dict[tuple[int, str, str], Any] = {}
+_cache: dict[tuple[int, str, str, str], Any] = {}
 
 
 def client(service: str, settings: Settings) -> Any:
     """A boto3 client for ``service`` ('s3', 'sqs', ...) in the settings' region."""
-    key = (os.getpid(), service, settings.region)
+    key = (os.getpid(), service, settings.region, os.environ.get("AWS_ENDPOINT_URL", ""))
     found = _cache.get(key)
     if found is not None:
         return found

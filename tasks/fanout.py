@@ -27,7 +27,8 @@ to that topic with raw delivery. On top of that it
 * deletes no-ack messages synchronously, in one batch per receive, where there
   is no event loop for kombu's asynchronous client;
 * bounds a synchronous receive by the caller's timeout, so that ``celery
-  inspect`` waits its one second and not a whole 20-second long poll.
+  inspect`` waits its one second and not a whole 20-second long poll, except
+  for an event receiver, which polls for good and gets whole long polls.
 """
 
 from __future__ import annotations
@@ -279,7 +280,10 @@ class FanoutChannel(SQS.Channel):
         self, queue: str, max_number_of_messages: int = 1, wait_time_seconds: int | None = None
     ) -> Any:
         wait = self.wait_time_seconds if wait_time_seconds is None else wait_time_seconds
-        if self._drain_timeout is not None:
+        if self._drain_timeout is not None and not self.receiver_names.is_event_queue(queue):
+            # A caller waiting for replies waits only its own timeout. An event
+            # receiver drains with a 1 s "safety interval" only to check whether to
+            # stop: it gets whole long polls, a twentieth of the requests.
             wait = max(0, min(wait, math.ceil(self._drain_timeout)))
         params: dict[str, Any] = {
             "QueueUrl": self._new_queue(queue),

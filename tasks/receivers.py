@@ -79,6 +79,10 @@ class ReceiverNames:
             return self._fit("events-" + _safe(name[len(self.event_queue_prefix) + 1 :]))
         return None
 
+    def is_event_queue(self, name: str) -> bool:
+        """Whether kombu queue ``name`` belongs to an event receiver (Flower, ``celery events``)."""
+        return name.startswith(f"{self.event_queue_prefix}.")
+
     def reply_queue(self, exchange: str, routing_key: str) -> str | None:
         """The queue a control reply published to ``exchange``/``routing_key`` is for.
 

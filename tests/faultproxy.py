@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import struct
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 FAULTS = ("503", "500", "reset", "delay", "cut")
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
@@ -42,6 +45,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.requests = 0
         self.injected = 0
+        #: Requests seen, by ``service:Operation`` (``sqs:ReceiveMessage``, ``sns:Publish``...).
+        self.operations: Counter[str] = Counter()
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -69,9 +74,15 @@ class FaultProxy:
             self._fault, self._rate, self._delay = kind, rate, delay
         self._server.drop_connections()
 
-    def _decide(self) -> tuple[str | None, float]:
+    def operation_counts(self) -> Counter[str]:
+        """A copy of :attr:`operations`, taken under the lock."""
+        with self._lock:
+            return Counter(self.operations)
+
+    def _decide(self, operation: str) -> tuple[str | None, float]:
         with self._lock:
             self.requests += 1
+            self.operations[operation] += 1
             if self._fault is None or self._random.random() >= self._rate:
                 return None, 0.0
             self.injected += 1
@@ -109,6 +120,25 @@ class _Server(ThreadingHTTPServer):
             _reset(sock)
 
 
+def operation_of(method: str, headers: Any, body: bytes) -> str:
+    """``service:Operation`` of a signed AWS request, e.g. ``sqs:ReceiveMessage``.
+
+    The service is the one named in the SigV4 credential scope; the operation is
+    the JSON protocol's ``X-Amz-Target``, else the query protocol's ``Action``,
+    else (S3's REST protocol) the HTTP method.
+    """
+    scope = _SCOPE.search(headers.get("Authorization", ""))
+    service = scope.group(1) if scope else "?"
+    target = headers.get("X-Amz-Target", "")
+    if target:
+        return f"{service}:{target.rpartition('.')[2]}"
+    if b"Action=" in body:
+        action = parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
+        if action:
+            return f"{service}:{action}"
+    return f"{service}:{method}"
+
+
 def _reset(sock: socket.socket) -> None:
     """Close with an RST, as a dying network or server would."""
     try:
@@ -140,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
-        fault, delay = self.server.proxy._decide()
+        fault, delay = self.server.proxy._decide(operation_of(self.command, self.headers, body))
         if fault in ("reset", "cut"):
             _reset(self.connection)
             self.close_connection = True
