@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,6 +285,39 @@ def test_a_worker_whose_control_queue_is_deleted_creates_it_again(stack: LocalSt
     )
     assert pong and "worker1@" in pong
     assert control in subscribed_queues(stack)
+
+
+def test_an_event_receiver_whose_queue_is_deleted_creates_it_again(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """The same for a receiver without an event loop (``celery events``, Flower)."""
+    before = receiver_queues(stack)
+    dump = tmp_path / "events.txt"
+    with dump.open("w") as out:
+        events = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"],
+            cwd=ROOT,
+            env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        mine = wait_for(lambda: (new := receiver_queues(stack) - before) <= subscribed_queues(
+            stack) and new)  # fmt: skip
+        assert mine and len(mine) == 1
+        (queue,) = mine
+        stack.client("sqs").delete_queue(QueueUrl=stack.queue_url(queue))
+        assert wait_for(lambda: queue in receiver_queues(stack) & subscribed_queues(stack), 90)
+        sent = stack.tasks.compute_stats.delay([5, 6])
+        assert sent.get(timeout=60)["count"] == 2
+        # The events of a task sent after the queue came back reach the receiver.
+        succeeded = f"task succeeded: tasks.compute_stats({sent.id})"
+        assert wait_for(lambda: succeeded in dump.read_text())
+        assert events.poll() is None  # still running
+    finally:
+        events.send_signal(signal.SIGINT)
+        events.wait(60)
+    assert f"receiver queue {queue} had been deleted; created it again" in dump.read_text()
 
 
 def test_flowers_tasks_page_in_a_real_browser_shows_a_submitted_task(
