@@ -43,7 +43,7 @@ def find(cfn: Any, name: str) -> dict[str, Any] | None:
     try:
         stacks = cfn.describe_stacks(StackName=name)["Stacks"]
     except ClientError as exc:
-        if "does not exist" in str(exc):
+        if _no_such_stack(exc):
             return None
         raise
     if not stacks or stacks[0]["StackStatus"] == "DELETE_COMPLETE":
@@ -69,7 +69,7 @@ def resource_id(cfn: Any, stack_name: str, logical_id: str) -> str | None:
                 physical: str | None = summary.get("PhysicalResourceId") or None
                 return physical
     except ClientError as exc:
-        if "does not exist" in str(exc):
+        if _no_such_stack(exc):
             return None
         raise
     return None
@@ -175,10 +175,15 @@ def latest_event(cfn: Any, stack_id: str) -> str | None:
     try:
         events = cfn.describe_stack_events(StackName=stack_id)["StackEvents"]
     except ClientError as exc:
-        if "does not exist" in str(exc):
+        if _no_such_stack(exc):
             return None
         raise
     return str(events[0]["EventId"]) if events else None
+
+
+def _no_such_stack(exc: ClientError) -> bool:
+    """CloudFormation's answer for a stack that does not exist (a ValidationError by text)."""
+    return "does not exist" in str(exc)
 
 
 def _status(cfn: Any, stack_id: str) -> str:
@@ -203,7 +208,7 @@ def _print_new_events(
             if reached:
                 break
     except ClientError as exc:
-        if "does not exist" not in str(exc):
+        if not _no_such_stack(exc):
             raise
     for event in reversed(fresh):
         seen.add(event["EventId"])
