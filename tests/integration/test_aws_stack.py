@@ -341,7 +341,9 @@ def test_an_image_dropped_in_the_stacks_inbox_comes_out_grey(
     assert abs(int(image.getpixel((60, 40))) - 80) <= 3  # type: ignore[arg-type]
 
 
-def test_status_reports_the_stack_and_its_queues(deployed: Deployed) -> None:
+def test_status_reports_the_stack_and_its_queues(stack: LocalStack, deployed: Deployed) -> None:
+    # The earlier tests' last acknowledgements may still be on their way (batched).
+    assert stack.wait_for_depth(f"{PREFIX}tasks", 0)
     status = deploy(deployed.env, "status")
     assert status.returncode == 0, status.stderr
     assert f"stack {STACK}: CREATE_COMPLETE" in status.stdout
