@@ -70,9 +70,9 @@ class BenchStack:
             other = STOCK_WORKER if system == "cloudworker" else CLOUDWORKER_WORKER
             local.stop_process(self.stack, other)
             name, command, mark = self._worker(system)
-            offset = self._log_size(name)
+            offset = local.log_size(self.stack, name)
             local.start_process(self.stack, name, command, self.process_env)
-            self._wait_for_log(name, offset, mark)
+            local.wait_for_log(self.stack, name, offset, mark, timeout=60.0)
             self.active = system
         self.drain(system)
 
@@ -135,10 +135,3 @@ class BenchStack:
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_REGION"],
         ).client("sqs", endpoint_url=self.env["AWS_ENDPOINT_URL"])
-
-    def _log_size(self, name: str) -> int:
-        return local.log_size(self.stack, name)
-
-    def _wait_for_log(self, name: str, offset: int, mark: str, timeout: float = 60.0) -> None:
-        """Wait for ``mark`` in the log of ``name`` past ``offset``: the worker consumes."""
-        local.wait_for_log(self.stack, name, offset, mark, timeout)

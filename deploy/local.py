@@ -23,10 +23,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -34,6 +33,7 @@ from botocore.config import Config
 from config import Settings
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from deploy.provision import provision
+from tasks.topics import SNSTopicService
 
 __all__ = [
     "READY_MARK",
@@ -245,18 +245,31 @@ def log_size(stack: Stack, name: str) -> int:
 def wait_for_log(stack: Stack, name: str, offset: int, mark: str, timeout: float = 90.0) -> None:
     """Wait until ``mark`` appears in the log of process ``name`` past ``offset``."""
     path = stack.log_file(name)
+
+    def logged() -> bool:
+        if not path.exists():
+            return False
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return mark.encode() in handle.read()
+
+    _wait_until(logged, stack, name, f"{name} did not log {mark!r}", timeout)
+
+
+def _wait_until(
+    done: Callable[[], bool], stack: Stack, name: str, failure: str, timeout: float
+) -> None:
+    """Poll ``done`` until it holds; fail with ``name``'s log if it dies or time is up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                if mark.encode() in handle.read():
-                    return
+        if done():
+            return
         if stack.pid(name) is None:
             break
         time.sleep(0.2)
+    path = stack.log_file(name)
     tail = path.read_text(errors="replace")[-3000:] if path.exists() else ""
-    raise RuntimeError(f"{name} did not log {mark!r}:\n{tail}")
+    raise RuntimeError(f"{failure}:\n{tail}")
 
 
 def _is_zombie(pid: int) -> bool:
@@ -288,56 +301,34 @@ def _client(service: str, env: Mapping[str, str]) -> object:
 
 
 def _wait_for_endpoint(url: str, stack: Stack, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
-                return
+                return True
         except OSError:
-            if stack.pid("moto") is None:
-                break
-            time.sleep(0.2)
-    tail = stack.log_file("moto").read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"the local AWS endpoint did not start at {url}:\n{tail}")
+            return False
+
+    _wait_until(answers, stack, "moto", f"the local AWS endpoint did not start at {url}", timeout)
 
 
 def _wait_for_port(port: int, stack: Stack, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _port_free(port):
-            return
-        if stack.pid(name) is None:
-            break
-        time.sleep(0.2)
-    tail = stack.log_file(name).read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"{name} did not start listening on port {port}:\n{tail}")
+    failure = f"{name} did not start listening on port {port}"
+    _wait_until(lambda: not _port_free(port), stack, name, failure, timeout)
 
 
 def _event_receivers(env: Mapping[str, str]) -> set[str]:
     """The queues subscribed to the events topic (each is one receiver: Flower, ...)."""
-    sns: Any = _client("sns", env)
     topic = f"{env['CLOUDWORKER_QUEUE_PREFIX']}celeryev"
-    for page in sns.get_paginator("list_topics").paginate():
-        for arn in (t["TopicArn"] for t in page["Topics"]):
-            if arn.rsplit(":", 1)[-1] == topic:
-                subscriptions = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
-                return {s["Endpoint"] for s in subscriptions}
-    return set()
+    subscriptions = SNSTopicService(_client("sns", env)).queue_subscriptions(topic)
+    return {s.queue_name for s in subscriptions if s.topic_arn.rsplit(":", 1)[-1] == topic}
 
 
 def _wait_for_new_event_receiver(
     env: Mapping[str, str], before: set[str], stack: Stack, timeout: float = 60.0
 ) -> None:
     """Wait until Flower receives events: tasks run before that would be missing from it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _event_receivers(env) - before:
-            return
-        if stack.pid("flower") is None:
-            break
-        time.sleep(0.3)
-    tail = stack.log_file("flower").read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"Flower did not subscribe to the worker events:\n{tail}")
+    failure = "Flower did not subscribe to the worker events"
+    _wait_until(lambda: bool(_event_receivers(env) - before), stack, "flower", failure, timeout)
 
 
 def _port_of(url: str) -> int | None:

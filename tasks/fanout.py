@@ -49,6 +49,7 @@ from kombu.transport import SQS
 from kombu.utils.json import dumps
 
 from tasks.mailbox import CREATED_TAG, SEEN_TAG
+from tasks.queues import is_gone
 from tasks.receivers import ReceiverNames
 from tasks.snspublisher import BatchPublisher
 
@@ -297,10 +298,7 @@ class FanoutChannel(SQS.Channel):
         try:
             return self.sqs(queue=queue).receive_message(**params)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if "NonExistentQueue" not in code and "QueueDoesNotExist" not in code:
-                raise
-            if not self.revive_receiver(self.canonical_queue_name(queue)):
+            if not is_gone(exc) or not self.revive_receiver(self.canonical_queue_name(queue)):
                 raise
             return {}  # no messages this time; the next receive uses the new queue
 

@@ -19,7 +19,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-__all__ = ["MemoryQueueService", "Message", "QueueGone", "QueueService", "SQSQueueService"]
+__all__ = [
+    "GONE_CODES",
+    "MemoryQueueService",
+    "Message",
+    "QueueGone",
+    "QueueService",
+    "SQSQueueService",
+    "is_gone",
+    "name_of",
+]
 
 
 class QueueGone(Exception):
@@ -92,14 +101,16 @@ def name_of(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-_GONE_CODES = frozenset(
+#: Error codes SQS answers for a queue that does not exist (JSON and query protocols).
+GONE_CODES = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 )
 
 
-def _is_gone(exc: ClientError) -> bool:
+def is_gone(exc: ClientError) -> bool:
+    """Whether SQS answered ``exc`` because the queue does not exist."""
     error = exc.response.get("Error", {})
-    return error.get("Code") in _GONE_CODES or error.get("QueryErrorCode") in _GONE_CODES
+    return error.get("Code") in GONE_CODES or error.get("QueryErrorCode") in GONE_CODES
 
 
 def _message(raw: Mapping[str, Any]) -> Message:
@@ -121,7 +132,7 @@ class SQSQueueService(QueueService):
         try:
             return getattr(self._sqs, operation)(**kwargs)
         except ClientError as exc:
-            if _is_gone(exc):
+            if is_gone(exc):
                 raise QueueGone(kwargs.get("QueueUrl") or kwargs.get("QueueName")) from exc
             raise
 

@@ -43,8 +43,10 @@ def reap(
     max_age = settings.response_queue_max_age if max_age is None else max_age
     cutoff = (time.time() if now is None else now) - max_age
     reaped: list[str] = []
+    listed: set[str] = set()
     for prefix in (settings.response_queue_prefix, settings.receiver_queue_prefix):
         for url in queues.list_urls(prefix):
+            listed.add(name_of(url))
             try:
                 tags = queues.tags(url)
             except QueueGone:
@@ -57,23 +59,28 @@ def reap(
                 queues.delete_queue(url)
                 reaped.append(name_of(url))
     if topics is not None:
-        _unsubscribe_missing(queues, topics, settings, set(reaped))
+        _unsubscribe_missing(queues, topics, settings, listed - set(reaped))
     return reaped
 
 
 def _unsubscribe_missing(
-    queues: QueueService, topics: TopicService, settings: Settings, reaped: set[str]
+    queues: QueueService, topics: TopicService, settings: Settings, alive: set[str]
 ) -> None:
+    """Unsubscribe receiver queues that do not exist.
+
+    ``alive`` holds the queues the listing showed and the reaper kept: no request
+    for those. Any other is looked up once, since a receiver may have created its
+    queue (and subscribed it) after the listing.
+    """
     for subscription in topics.queue_subscriptions(settings.queue_prefix):
         name = subscription.queue_name
-        if not name.startswith(settings.receiver_queue_prefix):
+        if not name.startswith(settings.receiver_queue_prefix) or name in alive:
             continue
-        if name not in reaped:
-            try:
-                queues.url_of(name)
-                continue
-            except QueueGone:
-                pass
+        try:
+            queues.url_of(name)
+            continue
+        except QueueGone:
+            pass
         topics.unsubscribe(subscription.arn)
         log.info("removed the subscription of deleted queue %s", name)
 

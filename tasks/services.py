@@ -13,6 +13,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from config import Settings
 from tasks import aws
@@ -23,6 +24,8 @@ from tasks.queues import QueueGone, QueueService, SQSQueueService
 from tasks.topics import SNSTopicService, TopicService
 
 __all__ = ["Services"]
+
+T = TypeVar("T")
 
 #: How many reply queue URLs a worker remembers.
 _URL_MEMORY = 1024
@@ -47,9 +50,7 @@ class Services:
         self._make_topics = topics or (lambda: SNSTopicService(aws.client("sns", settings)))
         self._lock = threading.Lock()
         self._pid = -1
-        self._store: ObjectStore | None = None
-        self._queues: QueueService | None = None
-        self._topics: TopicService | None = None
+        self._made: dict[str, Any] = {}  # what the factories made, in this process
         self._urls: OrderedDict[str, str] = OrderedDict()
         self.claims = ClaimCheck(
             self.store,
@@ -59,35 +60,29 @@ class Services:
         self.codec = Codec(self.claims)
         self._mailbox: Mailbox | None = None
 
-    def _own(self) -> None:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._store = self._queues = self._topics = None
-            self._urls.clear()
+    def _own(self, kind: str, make: Callable[[], T]) -> T:
+        """What ``make`` returns, made once per process (clients must not cross a fork)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._made.clear()
+                self._urls.clear()
+            if kind not in self._made:
+                self._made[kind] = make()
+            made: T = self._made[kind]
+            return made
 
     def store(self) -> ObjectStore:
         """The object store (S3 bucket) of this process."""
-        with self._lock:
-            self._own()
-            if self._store is None:
-                self._store = self._make_store()
-            return self._store
+        return self._own("store", self._make_store)
 
     def queues(self) -> QueueService:
         """The queue service (SQS) of this process."""
-        with self._lock:
-            self._own()
-            if self._queues is None:
-                self._queues = self._make_queues()
-            return self._queues
+        return self._own("queues", self._make_queues)
 
     def topics(self) -> TopicService:
         """The topic service (SNS) of this process."""
-        with self._lock:
-            self._own()
-            if self._topics is None:
-                self._topics = self._make_topics()
-            return self._topics
+        return self._own("topics", self._make_topics)
 
     @property
     def mailbox(self) -> Mailbox:

@@ -58,6 +58,7 @@ from vine import promise
 from tasks.batching import BatchingClient, current_batch
 from tasks.deadletters import SOURCE_ATTRIBUTE
 from tasks.fanout import FanoutChannel
+from tasks.queues import GONE_CODES
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -306,7 +307,7 @@ class Channel(FanoutChannel):
 def _is_missing_queue(exc: BaseException) -> bool:
     """Whether an error answer says the queue does not exist (kombu gives only its text)."""
     text = str(exc)
-    return "QueueDoesNotExist" in text or "NonExistentQueue" in text
+    return any(code in text for code in GONE_CODES)
 
 
 def seconds_until_due(headers: Any) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config import Settings
+from tasks.queues import SQSQueueService, name_of
 
 __all__ = [
     "RELEASES_PREFIX",
@@ -72,16 +73,12 @@ def delete_objects(s3: Any, bucket: str, *, prefix: str = "") -> int:
 def delete_runtime_queues(sqs: Any, prefix: str) -> list[str]:
     """Delete the response and receiver queues under ``prefix``; return their names."""
     settings = Settings(queue_prefix=prefix)
+    queues = SQSQueueService(sqs)  # paginated listing; a queue already gone is no error
     names: list[str] = []
     for queue_prefix in (settings.response_queue_prefix, settings.receiver_queue_prefix):
-        urls = sqs.list_queues(QueueNamePrefix=queue_prefix).get("QueueUrls", [])
-        for url in urls:
-            try:
-                sqs.delete_queue(QueueUrl=url)
-            except ClientError as exc:
-                if "NonExistentQueue" not in str(exc) and "QueueDoesNotExist" not in str(exc):
-                    raise
-            names.append(url.rstrip("/").rsplit("/", 1)[-1])
+        for url in queues.list_urls(queue_prefix):
+            queues.delete_queue(url)
+            names.append(name_of(url))
     return names
 
 

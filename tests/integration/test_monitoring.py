@@ -27,6 +27,7 @@ from celery.exceptions import TaskRevokedError
 
 from deploy import local
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
+from tasks.topics import SNSTopicService
 from tests.integration.conftest import ROOT, LocalStack
 from tests.support.webdriver import BROWSER, DRIVER, WebDriver
 
@@ -88,13 +89,10 @@ def receiver_queues(stack: LocalStack) -> set[str]:
 
 
 def subscribed_queues(stack: LocalStack) -> set[str]:
-    sns = stack.client("sns")
-    found = set()
-    for topic in sns.list_topics()["Topics"]:
-        if topic["TopicArn"].rsplit(":", 1)[-1].startswith(stack.settings.queue_prefix):
-            subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic["TopicArn"])
-            found |= {s["Endpoint"].rsplit(":", 1)[-1] for s in subscriptions["Subscriptions"]}
-    return found
+    subscriptions = SNSTopicService(stack.client("sns")).queue_subscriptions(
+        stack.settings.queue_prefix
+    )
+    return {s.queue_name for s in subscriptions}
 
 
 def start(

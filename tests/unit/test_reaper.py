@@ -46,3 +46,29 @@ def test_reaps_idle_receiver_queues_and_their_subscriptions() -> None:
     assert sorted(queues.queues) == ["t-rx-events-live"]
     assert sorted(topics.subscriptions) == sorted([live, worker_task_queue])
     assert dead not in topics.subscriptions and gone_earlier not in topics.subscriptions
+
+
+class _ListingMissesOne(MemoryQueueService):
+    """Lists every queue but one (made after the listing) and counts URL look-ups."""
+
+    def __init__(self, unlisted: str) -> None:
+        super().__init__()
+        self.unlisted, self.lookups = unlisted, 0
+
+    def list_urls(self, prefix: str) -> list[str]:
+        return [u for u in super().list_urls(prefix) if not u.endswith(self.unlisted)]
+
+    def url_of(self, name: str) -> str:
+        self.lookups += 1
+        return super().url_of(name)
+
+
+def test_subscriptions_are_checked_against_the_listing_and_a_newer_queue_is_kept() -> None:
+    queues, topics = _ListingMissesOne("t-rx-events-new"), MemoryTopicService()
+    now = 1_000_000
+    for name in ("t-rx-events-a", "t-rx-events-b", "t-rx-events-new"):
+        queues.create(name, attributes={}, tags={SEEN_TAG: str(now)})
+        topics.subscribe("t-celeryev", name)
+    assert reap(queues, SETTINGS, topics=topics, now=now) == []
+    assert len(topics.subscriptions) == 3  # the queue made after the listing keeps its own
+    assert queues.lookups == 1  # only that one was looked up; the listed ones cost nothing
