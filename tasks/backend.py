@@ -112,7 +112,8 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             if remaining is not None and remaining <= 0:
                 raise CeleryTimeoutError("The operation timed out.")
             slice_ = max(0.0, next_check - time.monotonic())
-            mailbox.poll(slice_ if remaining is None else min(slice_, remaining))
+            # Returns as soon as any thread's poll files this task's notice.
+            mailbox.wait(task_id, slice_ if remaining is None else min(slice_, remaining))
             if on_interval:
                 on_interval()
 

@@ -4,7 +4,9 @@ Each client process owns one SQS queue, created on its first task, named
 ``<prefix>resp-<random>`` and tagged with its creation time and last use. The
 queue's name travels with every task as Celery's ``reply_to``. Waiting is one
 long poll at a time (pushed, not polled on an interval); every notice received
-is filed by task id, so threads waiting on different tasks share the polls.
+is filed by task id, so threads waiting on different tasks share the polls:
+one thread receives, without holding the lock, and wakes the others as soon as
+it has filed their notices (see :meth:`Mailbox.wait`).
 The queue is deleted when the process exits; the reaper deletes the queues of
 processes that crashed (see :mod:`tasks.reaper`).
 """
@@ -51,6 +53,8 @@ class Mailbox:
         self._queues = queues
         self._settings = settings
         self._lock = threading.RLock()
+        #: Notified whenever notices are filed or the poller role is released.
+        self._filed = threading.Condition(self._lock)
         self._pid = -1
         self._reset()
 
@@ -61,6 +65,8 @@ class Mailbox:
         self._touched = 0.0
         self._sent = _Lru()
         self._notices = _Lru()
+        #: Whether a thread of this process is receiving for :meth:`wait` (the poller).
+        self._polling = False
         #: Notices received for a task that already had one (a task run twice).
         self.duplicate_notices = 0
         #: Of those, notices whose result differed from the first (never expected).
@@ -101,34 +107,79 @@ class Mailbox:
         with self._lock:
             return self._notices.get(task_id)
 
+    def wait(self, task_id: str, timeout: float) -> str | None:
+        """The notice for ``task_id``, waiting up to about ``timeout`` seconds; None if none.
+
+        One waiting thread at a time receives (the poller); the others sleep on
+        the condition until a poll files notices, so each returns as soon as its
+        own notice is filed, whichever thread received it, and no thread's long
+        poll holds up another's answer. When the poller leaves (its notice came,
+        or its time ran out) a waiter takes the role over. A poller may overrun
+        ``timeout`` by under a second (SQS waits whole seconds); the others do not.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._own()  # a forked child has no poller: reset before checking
+                while True:
+                    notice = self._notices.get(task_id)
+                    if notice is not None:
+                        return notice
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    if not self._polling:
+                        break
+                    self._filed.wait(remaining)
+                self._polling = True
+            try:
+                self.poll(remaining)
+            finally:
+                with self._lock:
+                    self._polling = False
+                    self._filed.notify_all()
+
     def poll(self, wait_seconds: float) -> int:
-        """Receive once (long poll up to ``wait_seconds``); file the notices; count them."""
+        """Receive once (long poll up to ``wait_seconds``); file the notices; count them.
+
+        The receive runs without the lock, so that other threads can read and
+        file notices meanwhile; concurrent polls are safe (SQS hands each message
+        to one receiver), but :meth:`wait` has only one thread poll at a time.
+        """
         with self._lock:
             self._own()
             url = self._ensure_queue()
-            wait = max(0, min(self._settings.wait_seconds, math.ceil(wait_seconds)))
-            try:
-                messages = self._queues().receive(url, wait_seconds=wait)
-            except QueueGone:
-                log.warning("response queue %s vanished; a new one will be created", self._name)
-                self._renew()
-                return 0
-            for message in messages:
-                task_id = _task_id_of(message.body)
-                if task_id is None:
-                    continue
-                first = self._notices.get(task_id)
-                if first is None:
-                    self._notices.remember(task_id, message.body)
-                    continue
-                # A rerun (after a crash) notifies again with the stored, first
-                # result; the first notice stands either way.
-                self.duplicate_notices += 1
-                if first != message.body:
-                    self.conflicting_notices += 1
-            if messages:
-                self._queues().delete_messages(url, [m.receipt for m in messages])
-            return len(messages)
+        wait = max(0, min(self._settings.wait_seconds, math.ceil(wait_seconds)))
+        try:
+            messages = self._queues().receive(url, wait_seconds=wait)
+        except QueueGone:
+            with self._lock:
+                if self._url == url:  # not renewed yet by another thread
+                    log.warning("response queue %s vanished; a new one will be created", self._name)
+                    self._renew()
+            return 0
+        if messages:
+            with self._lock:
+                self._file([m.body for m in messages])
+                self._filed.notify_all()
+            self._queues().delete_messages(url, [m.receipt for m in messages])
+        return len(messages)
+
+    def _file(self, bodies: list[str]) -> None:
+        # Called with the lock held.
+        for body in bodies:
+            task_id = _task_id_of(body)
+            if task_id is None:
+                continue
+            first = self._notices.get(task_id)
+            if first is None:
+                self._notices.remember(task_id, body)
+                continue
+            # A rerun (after a crash) notifies again with the stored, first
+            # result; the first notice stands either way.
+            self.duplicate_notices += 1
+            if first != body:
+                self.conflicting_notices += 1
 
     def close(self) -> None:
         """Delete the queue (at exit); a later task creates a new one."""
