@@ -10,8 +10,15 @@ acknowledged once the task is queued.
 
 :func:`process_object` writes ``outbox/<name>`` for an image, or
 ``outbox/<name>.error.json`` with the reason for one that cannot be processed,
-once (a conditional write), and never raises for bad input, so nothing loops.
+once (a conditional write), and never raises for a bad object, so nothing loops.
 The same object processed twice writes the same bytes (idempotent).
+
+Those names are a public contract, so they must never collide: an inbox object
+whose name ends in ``.error.json`` is refused with an error report of its own
+(``outbox/<name>.error.json``), so an image output never ends in ``.error.json``
+and cannot overwrite another object's report. A key outside the inbox prefix
+is not an inbox object at all; :func:`check_inbox_key` refuses it with
+:class:`~tasks.errors.InvalidInput` (never retried) before anything is touched.
 """
 
 from __future__ import annotations
@@ -32,15 +39,40 @@ from tasks import imaging
 from tasks.errors import InvalidInput
 from tasks.objectstore import ObjectStore
 
-__all__ = ["InboxConsumer", "created_keys", "process_object"]
+__all__ = ["ERROR_SUFFIX", "InboxConsumer", "check_inbox_key", "created_keys", "process_object"]
 
 log = logging.getLogger(__name__)
 
 PROCESS_TASK = "tasks.process_inbox_object"
 
+#: The end of every error report's name, and so of no image output's name.
+ERROR_SUFFIX = ".error.json"
+
+
+def check_inbox_key(key: str, settings: Settings) -> None:
+    """Raise :class:`InvalidInput` unless ``key`` names an object under the inbox prefix.
+
+    :func:`outbox_key` swaps the prefix for the outbox's, so any other key
+    (``outbox/x``, a bare prefix, a "folder" ending in ``/``) would map to a
+    meaningless or existing outbox name; such a key comes from a caller's bug,
+    not from an upload, and is refused before anything is read or written.
+    """
+    if not _is_inbox_object(key, settings.inbox_prefix):
+        raise InvalidInput(
+            f"{key!r} is not an object under the inbox prefix {settings.inbox_prefix!r}"
+        )
+
+
+def _is_inbox_object(key: str, inbox_prefix: str) -> bool:
+    return key.startswith(inbox_prefix) and key != inbox_prefix and not key.endswith("/")
+
 
 def created_keys(event_body: str | bytes, inbox_prefix: str) -> list[str]:
-    """The keys of objects created under ``inbox_prefix`` named by an S3 event message."""
+    """The keys of objects created under ``inbox_prefix`` named by an S3 event message.
+
+    Names ending in :data:`ERROR_SUFFIX` are kept: :func:`process_object`
+    refuses them with an error report, so whoever dropped one learns why.
+    """
     try:
         event = json.loads(event_body)
     except ValueError:
@@ -56,7 +88,7 @@ def created_keys(event_body: str | bytes, inbox_prefix: str) -> list[str]:
             key = unquote_plus(str(record["s3"]["object"]["key"]))
         except (KeyError, TypeError):
             continue
-        if name.startswith("ObjectCreated") and key.startswith(inbox_prefix) and key[-1] != "/":
+        if name.startswith("ObjectCreated") and _is_inbox_object(key, inbox_prefix):
             keys.append(key)
     return keys
 
@@ -67,8 +99,18 @@ def outbox_key(key: str, settings: Settings) -> str:
 
 
 def process_object(store: ObjectStore, key: str, settings: Settings) -> str:
-    """Turn inbox object ``key`` grey into the outbox; return the key written."""
+    """Turn inbox object ``key`` grey into the outbox; return the key written.
+
+    Raises :class:`InvalidInput` for a key outside the inbox (see
+    :func:`check_inbox_key`). A name ending in :data:`ERROR_SUFFIX` is refused
+    unread, with an error report, because its output would take the name of
+    another object's report.
+    """
+    check_inbox_key(key, settings)
     target = outbox_key(key, settings)
+    if key.endswith(ERROR_SUFFIX):
+        reserved = f"names ending in {ERROR_SUFFIX} are reserved for error reports"
+        return _report_error(store, key, target, InvalidInput(reserved))
     data = store.get(key)
     if data is None:
         log.info("inbox object %s is gone; nothing to do", key)
@@ -79,13 +121,18 @@ def process_object(store: ObjectStore, key: str, settings: Settings) -> str:
             data, output_format=output_format, max_pixels=settings.max_pixels
         )
     except InvalidInput as exc:
-        error_key = f"{target}.error.json"
-        report = {"key": key, "error": type(exc).__name__, "reason": str(exc)}
-        if not store.put(error_key, json.dumps(report).encode(), only_if_absent=True):
-            log.info("%s already reported", key)
-        return error_key
+        return _report_error(store, key, target, exc)
     store.put(target, grey)
     return target
+
+
+def _report_error(store: ObjectStore, key: str, target: str, exc: InvalidInput) -> str:
+    """Write, once, why inbox object ``key`` was refused; return the report's key."""
+    error_key = target + ERROR_SUFFIX
+    report = {"key": key, "error": type(exc).__name__, "reason": str(exc)}
+    if not store.put(error_key, json.dumps(report).encode(), only_if_absent=True):
+        log.info("%s already reported", key)
+    return error_key
 
 
 def _format_for(key: str) -> str | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from PIL import Image
 
 from config import Settings
-from tasks.inbox import created_keys, process_object
+from tasks.errors import InvalidInput
+from tasks.inbox import check_inbox_key, created_keys, process_object
 from tasks.objectstore import MemoryObjectStore
 
 SETTINGS = Settings()
@@ -67,3 +69,65 @@ def test_bad_object_is_reported_once() -> None:
 
 def test_vanished_object_is_not_an_error() -> None:
     assert process_object(MemoryObjectStore(), "inbox/gone.png", SETTINGS) == ""
+
+
+def test_name_reserved_for_error_reports_is_refused_with_its_own_report() -> None:
+    store = MemoryObjectStore()
+    store.put("inbox/a.jpg", b"junk")
+    assert process_object(store, "inbox/a.jpg", SETTINGS) == "outbox/a.jpg.error.json"
+    a_report = store.objects["outbox/a.jpg.error.json"]
+    store.put("inbox/a.jpg.error.json", png((0, 0, 255)))  # a valid image
+    written = process_object(store, "inbox/a.jpg.error.json", SETTINGS)
+    assert written == "outbox/a.jpg.error.json.error.json"
+    assert store.objects["outbox/a.jpg.error.json"] == a_report  # not overwritten
+    report = json.loads(store.objects[written])
+    assert report == {
+        "key": "inbox/a.jpg.error.json",
+        "error": "InvalidInput",
+        "reason": "names ending in .error.json are reserved for error reports",
+    }
+    assert [k for k in store.objects if k.startswith("outbox/")] == [
+        "outbox/a.jpg.error.json",
+        written,
+    ]
+
+
+def test_reserved_name_is_refused_before_the_image_is_written() -> None:
+    store = MemoryObjectStore()
+    store.put("inbox/b.png.error.json", png((0, 255, 0)))
+    process_object(store, "inbox/b.png.error.json", SETTINGS)
+    assert "outbox/b.png.error.json" not in store.objects
+
+
+def test_created_keys_keep_reserved_names_for_process_object_to_report() -> None:
+    body = event(("ObjectCreated:Put", "inbox/a.jpg.error.json"))
+    assert created_keys(body, "inbox/") == ["inbox/a.jpg.error.json"]
+
+
+class UntouchableStore(MemoryObjectStore):
+    """A store that fails the test if it is read or written."""
+
+    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
+        raise AssertionError(f"read {key}")
+
+    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        raise AssertionError(f"wrote {key}")
+
+
+@pytest.mark.parametrize(
+    "key", ["outbox/x.png", "inbox", "inbox/", "inbox/folder/", "", "inboxes/x.png", "x/inbox/y"]
+)
+def test_keys_outside_the_inbox_are_refused_untouched(key: str) -> None:
+    with pytest.raises(InvalidInput, match="is not an object under the inbox prefix 'inbox/'"):
+        process_object(UntouchableStore(), key, SETTINGS)
+    with pytest.raises(InvalidInput, match="is not an object under the inbox prefix 'inbox/'"):
+        check_inbox_key(key, SETTINGS)
+
+
+def test_created_keys_apply_the_same_key_rule() -> None:
+    keys = ["inbox/", "inbox/x.png", "outbox/x.png", "inbox/d/", "inbox/d/y.png", ""]
+    body = event(*(("ObjectCreated:Put", key) for key in keys))
+    accepted = created_keys(body, "inbox/")
+    assert accepted == ["inbox/x.png", "inbox/d/y.png"]
+    for key in accepted:
+        check_inbox_key(key, SETTINGS)
