@@ -3,8 +3,8 @@
 Every input becomes one task. The messages are sent with SQS batch sends (ten
 per request, :func:`tasks.transport.batch_sends`), then the answers are
 collected from this process's response queue as they arrive. A bad input (one
-the client cannot read, or one the worker refuses) is recorded and the batch
-goes on; the caller decides the exit status from the items.
+the client cannot read, the sender refuses, or the worker refuses) is recorded
+and the batch goes on; the caller decides the exit status from the items.
 """
 
 from __future__ import annotations
@@ -84,13 +84,13 @@ def run(task: Any, items: Sequence[Item], *, timeout: float, progress: Progress)
     sent = []
     with batch_sends() as batch:
         for item in report.items:
+            # The sender may refuse an input too (e.g. LimitExceeded before
+            # anything is sent): that item is bad, the others still run.
             try:
-                arguments = item.load()
+                sent.append((item, task.apply_async(item.load())))
             except InvalidInput as exc:
                 item.error = str(exc)
                 progress.advance()
-                continue
-            sent.append((item, task.apply_async(arguments)))
     report.messages, report.requests = batch.messages, batch.requests
     deadline = time.monotonic() + timeout
     try:

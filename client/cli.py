@@ -30,6 +30,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
+from client.numbers import int_to_text
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -186,11 +188,18 @@ STATS_KEYS = ("count", "mean", "median", "min", "max")
 
 
 def _number(value: Any) -> str:
-    """A JSON number, exact for integers and half-integer Decimals of any size."""
+    """A JSON number, exact for integers and half-integer Decimals of any size.
+
+    ``repr()`` of an int longer than the int/str conversion limit (4300 digits)
+    raises ValueError, so ints go through :func:`client.numbers.int_to_text`;
+    ``format(Decimal, "f")`` has no such limit.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise TypeError(f"not a number: {value!r}")
     if isinstance(value, Decimal):
         return format(value, "f")
+    if isinstance(value, int):
+        return int_to_text(value)
     return repr(value)
 
 

@@ -16,6 +16,7 @@ finds the first bad token, with its line number, using one regular expression.
 The slow path also covers valid integers longer than CPython's int/str
 conversion limit (4300 digits by default), which ``int()`` refuses; those are
 converted by splitting the digit string, so integers of any size are accepted.
+:func:`int_to_text` is the mirror image, for printing integers of any size.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 
 from tasks.errors import InvalidNumbers
 
-__all__ = ["parse_integers"]
+__all__ = ["int_to_text", "parse_integers"]
 
 #: Longest rendering of a bad token in an error message.
 _MAX_SHOWN = 40
@@ -44,6 +45,9 @@ _FIRST_BAD_TOKEN = re.compile(rb"(?<!\S)(?![+-]?[0-9]+(?!\S))\S+")
 #: stays below the smallest value ``sys.set_int_max_str_digits`` accepts (640),
 #: so it works whatever the limit is, and this module never changes the limit.
 _CHUNK_DIGITS = 600
+
+#: The smallest integer with more than ``_CHUNK_DIGITS`` digits.
+_CHUNK_SCALE = 10**_CHUNK_DIGITS
 
 
 def parse_integers(data: bytes, *, source: str = "input") -> list[int]:
@@ -134,3 +138,40 @@ def _digits_to_int(digits: bytes) -> int:
     scale: int = 10**low_length  # typeshed types int ** int as Any (it may be a float)
     high = _digits_to_int(digits[:-low_length])
     return high * scale + _digits_to_int(digits[-low_length:])
+
+
+def int_to_text(value: int) -> str:
+    """Return the decimal text of *value*, of any size, like ``str(value)``.
+
+    ``str()`` refuses integers longer than the int/str conversion limit, yet a
+    median or maximum of such integers is a valid answer that must be printed.
+    This never changes the process-wide limit (other threads rely on it): like
+    :func:`_digits_to_int`, it splits the number in halves, here by ``divmod``
+    with powers of ten of ``_CHUNK_DIGITS * 2**k`` digits, so that ``str()``
+    only sees parts of at most ``_CHUNK_DIGITS`` digits and the balanced
+    divisions cost far less than peeling one chunk at a time (quadratic).
+    """
+    if -_CHUNK_SCALE < value < _CHUNK_SCALE:
+        return str(value)
+    if value < 0:
+        return "-" + int_to_text(-value)
+    # An upper bound on the digit count: 0.30103 > log10(2).
+    digits = value.bit_length() * 30103 // 100000 + 1
+    level = 0
+    while _CHUNK_DIGITS << level < digits:
+        level += 1
+    powers = [_CHUNK_SCALE]  # powers[k] == 10 ** (_CHUNK_DIGITS << k)
+    while len(powers) < level:
+        powers.append(powers[-1] * powers[-1])
+    return _padded_digits(value, level, powers).lstrip("0")
+
+
+def _padded_digits(value: int, level: int, powers: list[int]) -> str:
+    """Return ``0 <= value < 10**(_CHUNK_DIGITS << level)`` as that many digits.
+
+    Leading zeros are kept: they belong to the low half of a larger number.
+    """
+    if level == 0:
+        return str(value).zfill(_CHUNK_DIGITS)
+    high, low = divmod(value, powers[level - 1])
+    return _padded_digits(high, level - 1, powers) + _padded_digits(low, level - 1, powers)

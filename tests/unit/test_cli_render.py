@@ -34,3 +34,21 @@ def test_text_output() -> None:
         "min    1",
         "max    3",
     ]
+
+
+def test_integers_beyond_the_int_str_digit_limit() -> None:
+    big = 7 * 10**10_000 + 3  # 10,001 digits: repr() raises ValueError
+    stats = {"count": 2, "mean": 1.5, "median": -big, "min": -big, "max": big}
+    text = render_stats_json(stats)
+    digits = "7" + "0" * 9_999 + "3"
+    assert text == (
+        f'{{"count": 2, "mean": 1.5, "median": -{digits}, "min": -{digits}, "max": {digits}}}'
+    )
+    assert render_stats_text(stats).splitlines()[4] == f"max    {digits}"
+
+
+def test_huge_decimal_half_integer() -> None:
+    digits = "123456789" * 5_000  # 45,000 digits
+    stats = {"count": 2, "mean": 1.5, "median": Decimal(f"-{digits}.5"), "min": 1, "max": 2}
+    assert f'"median": -{digits}.5,' in render_stats_json(stats)
+    assert render_stats_text(stats).splitlines()[2] == f"median -{digits}.5"

@@ -7,14 +7,16 @@ must name the source, the line and the offending token.
 
 from __future__ import annotations
 
+import random
 import re
 import sys
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.numbers import parse_integers
+from client.numbers import int_to_text, parse_integers
 from tasks.errors import InvalidInput, InvalidNumbers
 
 
@@ -221,3 +223,43 @@ _separators = st.sampled_from([b" ", b"\n", b"\r\n", b"\t", b"\n\n", b"  \t "])
 def test_round_trips_formatted_integers(values: list[int], separator: bytes) -> None:
     data = separator.join(b"%d" % value for value in values) + separator
     assert parse_integers(data) == values
+
+
+# --- int_to_text: the mirror of the long-integer parsing ------------------------------
+
+
+#: Integers of up to 4300 digits (str()'s limit), every length equally likely.
+_below_the_limit = st.integers(1, 4300).flatmap(lambda n: st.integers(1 - 10**n, 10**n - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_below_the_limit)
+def test_int_to_text_matches_str_below_the_limit(value: int) -> None:
+    assert int_to_text(value) == str(value)
+
+
+@pytest.mark.parametrize("digits", [600, 601, 1200, 1201, 4300, 4301])
+def test_int_to_text_at_chunk_and_limit_boundaries(digits: int) -> None:
+    for value in (10 ** (digits - 1), 10**digits - 1, -(10 ** (digits - 1))):
+        assert parse_integers(int_to_text(value).encode()) == [value]
+    assert int_to_text(10**digits) == "1" + "0" * digits
+
+
+def test_int_to_text_round_trips_far_beyond_the_limit() -> None:
+    rng = random.Random(4300)
+    value = rng.randrange(10**49_999, 10**50_000)
+    values = [value, -value, 10**50_000, -(10**50_000) + 1, value * 10**7]
+    texts = [int_to_text(v) for v in values]
+    assert [len(text) for text in texts] == [50_000, 50_001, 50_001, 50_001, 50_007]
+    assert texts[4].endswith("0" * 7) and not texts[0].startswith("0")
+    assert parse_integers(" ".join(texts).encode()) == values
+
+
+def test_int_to_text_is_fast_and_leaves_the_limit_alone() -> None:
+    limit = sys.get_int_max_str_digits()
+    value = random.Random(7).randrange(10**99_999, 10**100_000)
+    started = time.perf_counter()
+    text = int_to_text(value)
+    assert time.perf_counter() - started < 1.0
+    assert len(text) == 100_000
+    assert sys.get_int_max_str_digits() == limit
