@@ -17,8 +17,10 @@ from typing import Any
 from client.numbers import parse_integers
 from tasks.errors import (
     CloudworkerError,
+    InvalidArguments,
     InvalidImage,
     InvalidInput,
+    InvalidMessage,
     InvalidNumbers,
     LimitExceeded,
     PayloadError,
@@ -27,8 +29,10 @@ from tasks.errors import (
 
 __all__ = [
     "CloudworkerError",
+    "InvalidArguments",
     "InvalidImage",
     "InvalidInput",
+    "InvalidMessage",
     "InvalidNumbers",
     "LimitExceeded",
     "PayloadError",

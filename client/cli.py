@@ -302,8 +302,10 @@ def _dlq(args: argparse.Namespace) -> int:
 
     services = app.services
     if args.dlq_command == "redrive":
-        moved = redrive(services.queues(), services.settings, limit=args.limit)
-        print(f"sent {moved} dead letter(s) back to their queue")
+        done = redrive(services.queues(), services.settings, limit=args.limit)
+        print(f"sent {done.moved} dead letter(s) back to their queue")
+        if done.kept:
+            print(f"kept {done.kept} (sent back during this run, or from an unknown queue)")
         return EXIT_OK
     letters = peek(services.queues(), services.settings, limit=args.limit)
     for letter in letters:
@@ -311,9 +313,10 @@ def _dlq(args: argparse.Namespace) -> int:
             print(json.dumps(letter.to_json()))
         else:
             what = f"{letter.task}[{letter.task_id}]" if letter.task else letter.content_type or "?"
+            why = f"  because: {letter.reason}" if letter.reason else ""
             print(
                 f"{letter.message_id}  from {letter.source}  received {letter.receive_count}x  "
-                f"{what}  {letter.preview[:60]}"
+                f"{what}  {letter.preview[:60]}{why}"
             )
     if not args.json:
         print(f"{len(letters)} dead letter(s) in {services.settings.dead_letter_queue_name}")

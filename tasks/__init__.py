@@ -17,8 +17,10 @@ from typing import Any
 
 from tasks.errors import (
     CloudworkerError,
+    InvalidArguments,
     InvalidImage,
     InvalidInput,
+    InvalidMessage,
     InvalidNumbers,
     LimitExceeded,
     PayloadError,
@@ -28,8 +30,10 @@ from tasks.errors import (
 __all__ = [
     "CloudworkerCelery",
     "CloudworkerError",
+    "InvalidArguments",
     "InvalidImage",
     "InvalidInput",
+    "InvalidMessage",
     "InvalidNumbers",
     "LimitExceeded",
     "PayloadError",

@@ -12,11 +12,16 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
+from celery.utils import uuid
+from celery.utils.saferepr import saferepr
+from kombu.exceptions import EncodeError
 
 from config import Settings
 from config import load as load_settings
 from tasks import codec
+from tasks.base import sendable
 from tasks.heartbeat import VisibilityHeartbeat
+from tasks.keys import check_task_id, task_payload_prefix
 from tasks.reaper import reap
 from tasks.services import Services
 
@@ -43,6 +48,47 @@ class CloudworkerCelery(Celery):  # type: ignore[misc]
             return oid
         address: str = reply_address()
         return address
+
+    def send_task(
+        self,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        *,
+        task_id: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``send_task``: large arguments go under ``payloads/<task id>/``.
+
+        Every task Celery sends passes here (``delay``, ``apply_async``, canvas).
+        Keying the payloads by task id is what lets the worker confine the
+        references it resolves and deletes to its own task's; and a value the
+        codec refuses raises its typed error, not kombu's ``EncodeError``.
+        """
+        task_id = check_task_id(task_id) if task_id is not None else uuid()
+        if "argsrepr" not in options and "kwargsrepr" not in options:
+            options.update(self._reprs(args, kwargs))
+        with codec.payload_prefix(task_payload_prefix(task_id)):
+            try:
+                return super().send_task(name, args, kwargs, task_id=task_id, **options)
+            except EncodeError as exc:
+                raise sendable(exc) from exc
+
+    def _reprs(self, args: Any, kwargs: Any) -> dict[str, str]:
+        """``argsrepr``/``kwargsrepr`` as Celery makes them, except that an integer
+        past the int/str conversion limit (on which Celery's fails) is shortened."""
+        args, kwargs = args or (), kwargs or {}
+        try:
+            return self._saferepr(args, kwargs)
+        except ValueError:
+            return self._saferepr(codec.loggable(args), codec.loggable(kwargs))
+
+    def _saferepr(self, args: Any, kwargs: Any) -> dict[str, str]:
+        levels = self.conf.task_repr_maxlevels
+        return {
+            "argsrepr": saferepr(args, self.amqp.argsrepr_maxsize, maxlevels=levels),
+            "kwargsrepr": saferepr(kwargs, self.amqp.kwargsrepr_maxsize, maxlevels=levels),
+        }
 
 
 def create_app(

@@ -31,6 +31,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from tasks.awserrors import is_transient
 from tasks.codec import payload_prefix
+from tasks.keys import result_key, result_payload_prefix
 from tasks.queues import QueueGone
 
 if TYPE_CHECKING:
@@ -45,11 +46,6 @@ log = logging.getLogger(__name__)
 _PENDING: dict[str, Any] = {"status": states.PENDING, "result": None}
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
-
-
-def result_key(task_id: str) -> str:
-    """The S3 key of a task's result record."""
-    return f"results/{task_id}.json"
 
 
 class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
@@ -162,7 +158,9 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         # Large results come back as payload references: fetch them before the
         # caller sees the result.
         if meta.get("status") == states.SUCCESS:
-            meta["result"] = self.services.codec.resolve(meta.get("result"))
+            meta["result"] = self.services.codec.resolve(
+                meta.get("result"), under=result_payload_prefix(str(meta.get("task_id")))
+            )
         result: dict[str, Any] = super().meta_from_decoded(meta)
         return result
 
@@ -183,7 +181,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             result=result, state=state, traceback=traceback, request=request
         )
         meta["task_id"] = task_id
-        with payload_prefix(f"results/{task_id}/"):
+        with payload_prefix(result_payload_prefix(task_id)):
             # The record lives in S3 already: only its large bytes go to separate objects.
             record = self.services.codec.dumps(meta, whole_document=False)
         store = self.services.store()

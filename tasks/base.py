@@ -1,21 +1,36 @@
-"""The base class of every cloudworker task."""
+"""The base class of every cloudworker task.
+
+It is where a task's arguments are checked, on both sides of the queue, by one
+method (:meth:`CloudworkerTask.admit`): the client refuses what it can know is
+bad before anything is sent, and the worker refuses it again before the pool
+(:mod:`tasks.admission`), since a message can come from any producer.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
+from celery.utils.saferepr import saferepr
+from kombu.exceptions import EncodeError
 
+from tasks import keys
 from tasks.awserrors import is_transient
-from tasks.codec import PayloadRef
-from tasks.errors import InvalidInput
+from tasks.codec import PayloadRef, loggable
+from tasks.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
 
-__all__ = ["CloudworkerTask", "backoff"]
+__all__ = ["CloudworkerTask", "backoff", "sendable"]
 
 log = logging.getLogger(__name__)
+
+
+#: The parts of a task message's embed Celery reads from the request.
+_CANVAS_PARTS = ("callbacks", "errbacks", "chain", "chord")
 
 
 def backoff(retries: int, *, first: float = 1.0, most: float = 60.0) -> float:
@@ -35,23 +50,73 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     the next delivery. The bucket's lifecycle rule removes any left behind.
     """
 
-    #: Bad input is the caller's error: logged without a traceback, never retried.
-    throws = (InvalidInput,)
+    #: Bad input (and a payload that is missing, altered or not the task's own) is the
+    #: caller's error: logged without a traceback, never retried.
+    throws = (InvalidInput, PayloadError)
     #: Transient AWS errors are retried this many times, with exponential backoff and jitter.
     max_retries = 8
+    #: The worker checks each message before Celery's own strategy (tasks/admission.py).
+    Strategy = "tasks.admission:strategy"
+    #: The task's own check of its bound arguments (name -> value), which raises
+    #: :class:`InvalidInput`; values may still be :class:`PayloadRef` on the worker's
+    #: edge. Given as ``@app.task(argument_check=staticmethod(check))``.
+    argument_check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def admit(self, args: Any, kwargs: Any) -> None:
+        """Raise :class:`InvalidInput` unless ``args``/``kwargs`` fit this task.
+
+        They must bind to the task's signature (unless the task says
+        ``typing=False``, as in Celery); then the task's own
+        :attr:`argument_check`, if any, sees them by name.
+        """
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
+            raise InvalidArguments(f"{self.name}: args must be a list and kwargs an object")
+        if not self.typing:
+            return
+        try:
+            bound = inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{self.name}: {exc}") from None
+        if self.argument_check is not None:
+            self.argument_check(bound.arguments)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, *more: Any, **options: Any) -> Any:
+        """Celery's ``apply_async``, refusing bad arguments before anything is sent."""
+        self.admit(args or (), kwargs or {})
+        return super().apply_async(args, kwargs, *more, **options)
+
+    def _resolve_canvas(self, consumed: list[PayloadRef], under: str) -> None:
+        """Fetch the parts of the canvas (the rest of a chain, callbacks, a chord) that
+        were too large to travel inline, before Celery reads them after the task."""
+        request, codec = self.request, self.app.services.codec
+        for name in _CANVAS_PARTS:
+            value = getattr(request, name, None)
+            if isinstance(value, PayloadRef):
+                setattr(request, name, codec.resolve(value, consumed, under=under))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         services = self.app.services
         consumed: list[PayloadRef] = []
+        # A task resolves (and later deletes) only what its own client checked in.
+        task_id = self.request.id
+        under = keys.task_payload_prefix(task_id) if task_id else keys.PAYLOADS
         try:
-            resolved_args = services.codec.resolve(list(args), consumed)
-            resolved_kwargs = services.codec.resolve(kwargs, consumed)
+            resolved_args = services.codec.resolve(list(args), consumed, under=under)
+            resolved_kwargs = services.codec.resolve(kwargs, consumed, under=under)
+            self._resolve_canvas(consumed, under)
         except Exception as exc:
             if not is_transient(exc) or self.request.called_directly:
                 raise
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
         try:
-            return super().__call__(*resolved_args, **resolved_kwargs)
+            if consumed:  # what came from S3 is checked like what came inline
+                self.admit(resolved_args, resolved_kwargs)
+            result = super().__call__(*resolved_args, **resolved_kwargs)
+            try:
+                saferepr(result, self.resultrepr_maxsize)  # as Celery's log will
+            except ValueError:  # an integer past the int/str conversion limit
+                result = loggable(result)
+            return result
         except Retry:
             consumed.clear()
             raise
@@ -61,3 +126,11 @@ class CloudworkerTask(Task):  # type: ignore[misc]
                     services.claims.discard(consumed)
                 except Exception:  # noqa: BLE001 - the lifecycle rule is the fallback
                     log.warning("could not delete %d consumed payload(s)", len(consumed))
+
+
+def sendable(exc: EncodeError) -> CloudworkerError:
+    """The typed error behind kombu's ``EncodeError`` (kombu wraps whatever the codec raised)."""
+    cause = exc.args[0] if exc.args else exc.__context__
+    if isinstance(cause, CloudworkerError):
+        return cause
+    return InvalidArguments(f"the arguments cannot be sent as JSON: {cause}")

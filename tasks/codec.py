@@ -20,6 +20,23 @@ just before the task runs (never its consumer loop, which decodes every task
 body), and the waiting client. Every payload carries its SHA-256; a payload
 that is missing, expired or altered raises :class:`~tasks.errors.PayloadError`.
 Small ``bytes`` are inline base64 in kombu's own ``{"__type__": "base64"}`` form.
+
+What a hostile message could do to a decoder is bounded here, for every JSON text
+either way (task bodies, payloads, results):
+
+* **Nesting** deeper than :data:`MAX_DEPTH` is refused with
+  :class:`~tasks.errors.LimitExceeded`, measured on the text before it is parsed
+  (in C-speed passes, linear in the text for any input). Deeper values would
+  reach Python's recursion limit in the JSON decoder, in pickle (Celery's
+  prefork pool pickles every request) or in Celery's own canvas code.
+* **Integers** beyond CPython's int/str conversion limit (4300 digits) travel as
+  ``{"__type__": "cloudworker.int"}`` markers in hexadecimal, which converts in
+  linear time; a decimal literal that long is refused, as Python refuses it,
+  because converting it costs quadratic time.
+* **References** are confined: :meth:`Codec.resolve` fetches only objects checked
+  in directly under the prefix its caller names (a task's own
+  ``payloads/<task id>/``, a result's own ``results/<task id>/``), so a forged
+  reference cannot read, or have deleted, anything else in the bucket.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -37,19 +55,62 @@ from typing import Any
 from kombu import serialization
 from kombu.utils import json as kombu_json
 
-from tasks.errors import LimitExceeded, PayloadError
+from tasks import keys
+from tasks.errors import CloudworkerError, InvalidArguments, LimitExceeded, PayloadError
 from tasks.objectstore import ObjectStore
 
-__all__ = ["ClaimCheck", "Codec", "PayloadRef", "install", "payload_prefix"]
+__all__ = [
+    "MAX_DEPTH",
+    "ClaimCheck",
+    "Codec",
+    "PayloadRef",
+    "check_depth",
+    "install",
+    "loggable",
+    "payload_prefix",
+]
 
 PAYLOAD_TYPE = "cloudworker.payload"
 JSON_TYPE = "cloudworker.json"
 DOCUMENT_TYPE = "cloudworker.document"
+INT_TYPE = "cloudworker.int"
+#: Deepest nesting of arrays and objects any JSON text may have. Celery's canvas
+#: (chains of chords of groups) stays far below; Python's recursion limit (1000,
+#: shared by the JSON decoder, pickle and Celery's canvas code) far above.
+MAX_DEPTH = 100
+#: Integers with more bits than this travel in hexadecimal (the int/str
+#: conversion limit, 4300 decimal digits, is about 14,284 bits).
+_LONG_INT_BITS = 14_000
 _BASE64_GROWTH = 4 / 3
 #: A part of an oversized message is checked in when its JSON is over this share of the limit.
 _PART_SHARE = 4
 
-_prefix: ContextVar[str] = ContextVar("cloudworker_payload_prefix", default="payloads/")
+_prefix: ContextVar[str] = ContextVar("cloudworker_payload_prefix", default=keys.PAYLOADS)
+
+#: A JSON string; one left open runs to the end of the text, so that no input makes
+#: the scan start again inside it (which would cost quadratic time).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_ONE_KIND = str.maketrans("{}", "[]")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
+
+
+def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`LimitExceeded` if JSON ``text`` nests deeper than ``limit``.
+
+    Works on the text, before any parser recurses into it: strings are cut out,
+    then everything but brackets, then innermost pairs one layer per pass.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_ONE_KIND)
+    for _ in range(limit):
+        brackets = brackets.replace("[]", "")
+        if not brackets:
+            return
+    if "[" in brackets:  # deeper, or opened and never closed: either way, refused
+        raise LimitExceeded(f"JSON nested deeper than {limit} levels")
 
 
 @contextlib.contextmanager
@@ -78,9 +139,18 @@ class PayloadRef:
     @classmethod
     def from_json(cls, value: Any, *, is_json: bool = False) -> PayloadRef:
         try:
-            return cls(str(value["key"]), int(value["size"]), str(value["sha256"]), is_json)
-        except (TypeError, KeyError, ValueError):
-            raise PayloadError(f"malformed payload reference: {value!r:.80}") from None
+            key, size, sha256 = value["key"], value["size"], value["sha256"]
+        except (TypeError, KeyError):
+            key = size = sha256 = None
+        if (
+            not isinstance(key, str)
+            or type(size) is not int
+            or size < 0
+            or not isinstance(sha256, str)
+            or not _SHA256.fullmatch(sha256)
+        ):
+            raise PayloadError(f"malformed payload reference: {value!r:.80}")
+        return cls(key, size, sha256, is_json)
 
     def marker(self) -> dict[str, Any]:
         """The JSON that stands for the payload in a message."""
@@ -116,6 +186,20 @@ class ClaimCheck:
         self._store().put(ref.key, data)
         return ref
 
+    def move_under(self, ref: PayloadRef, prefix: str) -> PayloadRef:
+        """``ref``, copied (inside the store) to a new key under ``prefix`` if not there yet.
+
+        A reference still unresolved when a worker sends it on (the later steps of
+        a chain carry their arguments' references) must name the new task's own
+        object, since a task resolves and deletes only those.
+        """
+        if keys.is_object_key(ref.key, prefix):
+            return ref
+        moved = PayloadRef(f"{prefix}{uuid.uuid4().hex}", ref.size, ref.sha256, ref.is_json)
+        if not self._store().copy(ref.key, moved.key):
+            raise PayloadError(f"payload {ref.key} is missing or has expired")
+        return moved
+
     def fetch(self, ref: PayloadRef) -> bytes:
         """The payload behind ``ref``, checked against its size and digest."""
         self._check_size(ref.size)
@@ -127,10 +211,11 @@ class ClaimCheck:
         return data
 
     def discard(self, refs: list[PayloadRef]) -> None:
-        """Delete consumed payloads."""
+        """Delete consumed arguments (never anything outside ``payloads/``)."""
         store = self._store()
         for ref in refs:
-            store.delete(ref.key)
+            if ref.key.startswith(keys.PAYLOADS):
+                store.delete(ref.key)
 
     def _check_size(self, size: int) -> None:
         if size > self.max_payload_bytes:
@@ -163,6 +248,12 @@ class _Encoder(kombu_json.JSONEncoder):
                 return ref.marker()
             return {"__type__": "base64", "__value__": base64.b64encode(o).decode("ascii")}
         if isinstance(o, PayloadRef):
+            prefix = _prefix.get()
+            if self._claims is not None and prefix != keys.PAYLOADS:  # a task's or a result's
+                moved = self._memo.get(id(o))
+                if moved is None:
+                    moved = self._memo[id(o)] = self._claims.move_under(o, prefix)
+                return moved.marker()
             return o.marker()
         encoded: Any = super().default(o)  # type: ignore[no-untyped-call]
         return encoded
@@ -195,6 +286,18 @@ class Codec:
         return json.dumps({"__type__": DOCUMENT_TYPE, "__value__": ref.to_json()})
 
     def _encode(self, obj: Any, memo: dict[int, PayloadRef]) -> str:
+        try:
+            text = self._dumps(obj, memo)
+        except RecursionError:
+            raise LimitExceeded(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError:
+            # An integer past the int/str conversion limit (or a circular value,
+            # which the walk below refuses as too deep): send long ones in hex.
+            text = self._dumps(_long_ints_marked(obj), memo)
+        check_depth(text)
+        return text
+
+    def _dumps(self, obj: Any, memo: dict[int, PayloadRef]) -> str:
         text: str = json.dumps(
             obj, cls=_Encoder, claims=self.claims, memo=memo, separators=(",", ":")
         )
@@ -227,12 +330,19 @@ class Codec:
         return obj
 
     def loads(self, data: str | bytes | bytearray | memoryview) -> Any:
-        if isinstance(data, memoryview):
-            data = data.tobytes()
-        return json.loads(data, object_hook=self._object_hook)
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        check_depth(text)
+        try:
+            return json.loads(text, object_hook=self._object_hook)
+        except (json.JSONDecodeError, CloudworkerError):
+            raise
+        except ValueError as exc:  # a decimal integer past the int/str conversion limit
+            raise LimitExceeded(f"JSON number too long to convert: {exc}") from None
 
     def _object_hook(self, obj: dict[str, Any]) -> Any:
         kind = obj.get("__type__") if len(obj) == 2 and "__value__" in obj else None
+        if kind == INT_TYPE:
+            return _long_int(obj["__value__"])
         if kind == PAYLOAD_TYPE:
             return PayloadRef.from_json(obj["__value__"])
         if kind == JSON_TYPE:
@@ -241,29 +351,80 @@ class Codec:
             if self.claims is None:
                 raise PayloadError("a claim-checked message arrived but no store is configured")
             ref = PayloadRef.from_json(obj["__value__"], is_json=True)
+            _confine(ref, keys.PAYLOADS)
             return self.loads(self.claims.fetch(ref))
         return kombu_json.object_hook(obj)
 
-    def resolve(self, value: Any, found: list[PayloadRef] | None = None) -> Any:
+    def resolve(self, value: Any, found: list[PayloadRef] | None = None, *, under: str) -> Any:
         """``value`` with every :class:`PayloadRef` in it replaced by what it stands for.
 
-        The references resolved are appended to ``found`` when it is given.
+        Only references to objects checked in directly under ``under`` are
+        fetched; any other raises :class:`PayloadError`. The references resolved
+        are appended to ``found`` when it is given.
         """
         if isinstance(value, PayloadRef):
             if self.claims is None:
                 raise PayloadError("a claim-checked payload arrived but no store is configured")
+            _confine(value, under)
             if found is not None:
                 found.append(value)
             data = self.claims.fetch(value)
-            return self.resolve(self.loads(data), found) if value.is_json else data
+            return self.resolve(self.loads(data), found, under=under) if value.is_json else data
         if isinstance(value, (list, tuple)):
             if not any(isinstance(item, _CONTAINERS) for item in value):
                 return value
-            items = [self.resolve(item, found) for item in value]
+            items = [self.resolve(item, found, under=under) for item in value]
             return items if isinstance(value, list) else tuple(items)
         if isinstance(value, dict):
-            return {key: self.resolve(item, found) for key, item in value.items()}
+            return {key: self.resolve(item, found, under=under) for key, item in value.items()}
         return value
+
+
+def _confine(ref: PayloadRef, under: str) -> None:
+    if not keys.is_object_key(ref.key, under):
+        raise PayloadError(f"payload reference to {ref.key!r:.120} is outside {under}")
+
+
+def _long_int(value: Any) -> int:
+    """The integer an ``cloudworker.int`` marker holds (hexadecimal: linear time)."""
+    if isinstance(value, str) and _HEX_INT.fullmatch(value):
+        return int(value, 16)
+    raise InvalidArguments(f"malformed long integer: {value!r:.80}")
+
+
+def _long_ints_marked(value: Any) -> Any:
+    """``value`` with integers past the int/str conversion limit as hex markers."""
+    return _long_ints_replaced(value, lambda n: {"__type__": INT_TYPE, "__value__": hex(n)})
+
+
+class _LoggableInt(int):
+    """An integer past the int/str conversion limit that prints short.
+
+    Celery ``repr``s every task's arguments and result for its log and events,
+    and ``str()`` of such an integer raises; this one prints its size instead.
+    """
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.bit_length()} bits>"
+
+    __str__ = __repr__
+
+
+def loggable(value: Any) -> Any:
+    """``value`` with its integers past the int/str conversion limit printing short."""
+    return _long_ints_replaced(value, _LoggableInt)
+
+
+def _long_ints_replaced(value: Any, replace: Callable[[int], Any], depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise LimitExceeded(f"JSON nested deeper than {MAX_DEPTH} levels (or circular)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value.bit_length() <= _LONG_INT_BITS else replace(value)
+    if isinstance(value, (list, tuple)):
+        return [_long_ints_replaced(item, replace, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {key: _long_ints_replaced(item, replace, depth + 1) for key, item in value.items()}
+    return value
 
 
 _CONTAINERS = (PayloadRef, list, tuple, dict)

@@ -1,8 +1,15 @@
-"""The worker's consumer: Celery's, except that undecodable messages are not lost.
+"""The worker's consumer: Celery's, except that no refused message is lost or loud.
 
 Celery acknowledges (deletes) a task message it cannot decode, so it is gone
-without a trace. Rejecting it instead sends it to the dead-letter queue
-(:mod:`tasks.transport`), where ``python -m client dlq list`` shows it.
+without a trace, and logs every refusal with a traceback. Here every message the
+worker refuses (undecodable, an unknown task, a broken header or body found by
+:mod:`tasks.admission`, a content type other than JSON) is rejected with its
+reason, which the transport (:mod:`tasks.transport`) attaches when it moves the
+message to the dead-letter queue, where ``python -m client dlq list`` shows it.
+The log gets one line, since a refusal is expected, not a bug. When the message
+names a task id, the caller is answered at once with the typed error
+(:class:`~tasks.errors.InvalidMessage`, or Celery's ``NotRegistered``) instead
+of waiting for a result that will never come.
 
 It also sets the interval of the worker's event heartbeats from the settings
 (``CLOUDWORKER_EVENT_HEARTBEAT``, 30 s) unless ``--heartbeat-interval`` is
@@ -15,15 +22,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery.app.task import Context
+from celery.exceptions import NotRegistered
 from celery.worker.consumer import Consumer as CeleryConsumer
+
+from tasks.admission import reply_address_problem
+from tasks.errors import InvalidInput, InvalidMessage
+from tasks.keys import check_task_id
+from tasks.queues import REASON_KEY
 
 __all__ = ["Consumer"]
 
 log = logging.getLogger(__name__)
 
+#: Longest reason kept with a dead letter.
+_MAX_REASON = 500
+
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
-    """Celery's consumer, with undecodable messages rejected to the dead-letter queue."""
+    """Celery's consumer, with refused messages dead-lettered with their reason."""
 
     def __init__(self, *args: Any, worker_options: Any = None, **kwargs: Any) -> None:
         options = dict(worker_options or {})
@@ -33,9 +50,54 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         super().__init__(*args, worker_options=options, **kwargs)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        log.critical(
-            "cannot decode a message (%s, content type %r): moving it to the dead-letter queue",
-            exc,
-            message.content_type,
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
+        self._refuse(message, f"cannot decode the body: {_describe(cause)}")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._refuse(message, f"invalid task message: {exc}")
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._refuse(message, "not a task message (no task header)")
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = message.headers.get("task") if isinstance(message.headers, dict) else None
+        self._refuse(message, f"unknown task {name!r:.80}", answer=NotRegistered(str(name)))
+
+    def _refuse(self, message: Any, reason: str, answer: Exception | None = None) -> None:
+        """Log one line, answer the caller if the message says who it is, dead-letter it."""
+        reason = " ".join(reason.split())[:_MAX_REASON]
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        log.warning(
+            "refused a message (task %r, id %r): %s",
+            str(headers.get("task"))[:80],
+            str(headers.get("id"))[:80],
+            reason,
         )
+        try:
+            self._answer(message, answer or InvalidMessage(reason))
+        except Exception as exc:  # noqa: BLE001 - the dead letter still says why
+            log.warning("could not answer the caller of a refused message: %s", exc)
+        delivery_info = message.delivery_info
+        if isinstance(delivery_info, dict):
+            delivery_info[REASON_KEY] = reason
         message.reject_log_error(log, self.connection_errors)
+
+    def _answer(self, message: Any, exc: Exception) -> None:
+        """Store ``exc`` as the task's result, notifying its response queue, when
+        the message names a usable task id (and a response queue of ours)."""
+        headers, properties = message.headers, message.properties
+        if not isinstance(headers, dict) or not isinstance(properties, dict):
+            return
+        try:
+            task_id = check_task_id(headers.get("id"))
+        except InvalidInput:
+            return  # nobody to answer
+        reply_to = properties.get("reply_to")
+        if reply_address_problem(reply_to, self.app.services.settings) is not None:
+            reply_to = None
+        request = Context(id=task_id, task=str(headers.get("task")), reply_to=reply_to)
+        self.app.backend.mark_as_failure(task_id, exc, request=request, call_errbacks=False)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

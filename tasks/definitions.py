@@ -1,18 +1,25 @@
 """The tasks: thin Celery wrappers around the pure computations.
 
-They add only what a message needs: the configured limits and a check that the
-argument has the right type (a JSON message can carry anything).
+They add only what a message needs: the configured limits, and each task's
+check of its arguments (``argument_check``), which the client runs before it
+sends and the worker before the pool (:mod:`tasks.admission`). A JSON message
+can carry anything, so each check says what the task accepts; the values may
+still be claim-check references there, which are checked for their kind only
+and checked in full once resolved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
 
+from config import Settings
 from tasks import imaging, inbox, stats
-from tasks.errors import InvalidImage, InvalidNumbers
+from tasks.codec import PayloadRef
+from tasks.errors import InvalidImage, InvalidInput, InvalidNumbers
 
 __all__ = ["TaskSet", "register"]
 
@@ -25,11 +32,41 @@ class TaskSet(NamedTuple):
     process_inbox_object: Task
 
 
+def _numbers_check(settings: Settings) -> Any:
+    def check(arguments: Mapping[str, Any]) -> None:
+        numbers = arguments["numbers"]
+        if isinstance(numbers, PayloadRef):
+            if not numbers.is_json:
+                raise InvalidNumbers("numbers must be a list of integers, not bytes")
+            return
+        stats.check_integers(numbers, max_count=settings.max_integers)
+
+    return staticmethod(check)
+
+
+def _image_check(arguments: Mapping[str, Any]) -> None:
+    image = arguments["image"]
+    raw = isinstance(image, bytes) or (isinstance(image, PayloadRef) and not image.is_json)
+    if not raw:
+        raise InvalidImage(f"image must be bytes, not {type(image).__name__}")
+    imaging.check_output_format(arguments.get("format"))
+
+
+def _inbox_check(settings: Settings) -> Any:
+    def check(arguments: Mapping[str, Any]) -> None:
+        key = arguments["key"]
+        if not isinstance(key, str) or len(key) > 1024:
+            raise InvalidInput(f"key must be an S3 key (text), not {type(key).__name__}")
+        inbox.check_inbox_key(key, settings)
+
+    return staticmethod(check)
+
+
 def register(app: Celery) -> TaskSet:
     """Register cloudworker's tasks on ``app``."""
     settings = app.services.settings
 
-    @app.task(name="tasks.compute_stats")  # type: ignore[untyped-decorator]
+    @app.task(name="tasks.compute_stats", argument_check=_numbers_check(settings))  # type: ignore[untyped-decorator]
     def compute_stats(numbers: Any) -> dict[str, Any]:
         """Count, mean, median, minimum and maximum of a list of integers."""
         if not isinstance(numbers, list):
@@ -38,7 +75,7 @@ def register(app: Celery) -> TaskSet:
             )
         return stats.compute_stats(numbers, max_count=settings.max_integers)
 
-    @app.task(name="tasks.grayscale_image")  # type: ignore[untyped-decorator]
+    @app.task(name="tasks.grayscale_image", argument_check=staticmethod(_image_check))  # type: ignore[untyped-decorator]
     def grayscale_image(image: Any, format: str | None = None) -> bytes:
         """The image turned black-and-white, in its own format or ``format``."""
         if not isinstance(image, bytes):
@@ -47,6 +84,7 @@ def register(app: Celery) -> TaskSet:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=inbox.PROCESS_TASK,
+        argument_check=_inbox_check(settings),
         autoretry_for=(BotoCoreError, ClientError),
         retry_backoff=True,
         retry_jitter=True,

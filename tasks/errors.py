@@ -10,7 +10,9 @@ that it can be rebuilt from its ``args``.
     ├── InvalidInput            the caller's input cannot be processed (never retried)
     │   ├── InvalidNumbers      not a list of integers / not integer text
     │   ├── InvalidImage        empty, truncated, undecodable or unsupported image
-    │   └── LimitExceeded       over a configured limit (integers, pixels, bytes)
+    │   ├── InvalidArguments    arguments that do not fit the task (count, names, types)
+    │   ├── InvalidMessage      a task message that cannot run as sent (also dead-lettered)
+    │   └── LimitExceeded       over a limit (integers, pixels, bytes, JSON nesting depth)
     ├── PayloadError            a claim-checked payload is missing or corrupt
     └── ResponseQueueError      the client's response queue could not be used
 """
@@ -32,6 +34,23 @@ class InvalidNumbers(InvalidInput):
 
 class InvalidImage(InvalidInput):
     """The image is empty, truncated, undecodable or of an unsupported kind."""
+
+
+class InvalidArguments(InvalidInput, TypeError):
+    """The arguments do not fit the task: their number, names or types.
+
+    Also a ``TypeError``, which is what Celery raises for arguments that do not
+    fit a task's signature.
+    """
+
+
+class InvalidMessage(InvalidInput):
+    """A task message is malformed (its headers, its id, its body's shape).
+
+    The worker moves such a message to the dead-letter queue with this reason and,
+    when the message names a task id and a response queue, answers the caller with
+    this error at once.
+    """
 
 
 class LimitExceeded(InvalidInput):

@@ -87,6 +87,7 @@ from tasks.errors import InvalidImage, InvalidInput, LimitExceeded
 __all__ = [
     "SUPPORTED_INPUT_FORMATS",
     "SUPPORTED_OUTPUT_FORMATS",
+    "check_output_format",
     "image_format_for_extension",
     "to_grayscale",
 ]
@@ -198,12 +199,23 @@ def image_format_for_extension(ext_or_filename: str) -> str:
     return fmt
 
 
-def _resolve_output_format(output_format: str) -> str:
+def check_output_format(output_format: object) -> None:
+    """Raise :class:`InvalidImage` unless ``output_format`` is None or one we can write."""
+    if output_format is not None:
+        _resolve_output_format(output_format)
+
+
+def _resolve_output_format(output_format: object) -> str:
     """Validate a caller's output format: a Pillow format name, or an extension.
 
     Accepting ``'jpg'`` as well as ``'JPEG'`` costs nothing and saves a round
-    trip for the most common mistake.
+    trip for the most common mistake. A message can carry any JSON value here.
     """
+    if not isinstance(output_format, str) or len(output_format) > 64:
+        raise InvalidImage(
+            f"output format must be a format name such as 'JPEG' or 'png', "
+            f"not {type(output_format).__name__} {output_format!r:.40}"
+        )
     name = output_format.strip().upper()
     if name in SUPPORTED_OUTPUT_FORMATS:
         return name

@@ -1,6 +1,6 @@
 """Where results and large payloads are kept: a small interface over S3.
 
-The rest of cloudworker sees only :class:`ObjectStore`: four operations on
+The rest of cloudworker sees only :class:`ObjectStore`: a few operations on
 bytes under string keys. :class:`S3ObjectStore` is the real one;
 :class:`MemoryObjectStore` is the stub for unit tests of pure logic.
 """
@@ -40,6 +40,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
+
+    @abstractmethod
+    def copy(self, source: str, target: str) -> bool:
+        """Copy ``source`` to ``target`` inside the store; False when ``source`` is missing."""
 
 
 #: Objects larger than this move in parts (multipart upload, ranged downloads).
@@ -100,6 +104,17 @@ class S3ObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
+    def copy(self, source: str, target: str) -> bool:
+        try:
+            self._s3.copy_object(
+                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+            )
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
+
 
 class MemoryObjectStore(ObjectStore):
     """An in-process :class:`ObjectStore` for unit tests."""
@@ -120,6 +135,13 @@ class MemoryObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+    def copy(self, source: str, target: str) -> bool:
+        with self._lock:
+            if source not in self.objects:
+                return False
+            self.objects[target] = self.objects[source]
+            return True
 
 
 def _status(exc: ClientError) -> int:

@@ -21,6 +21,9 @@ from botocore.exceptions import ClientError
 
 __all__ = [
     "GONE_CODES",
+    "REASON_ATTRIBUTE",
+    "REASON_KEY",
+    "SOURCE_ATTRIBUTE",
     "MemoryQueueService",
     "Message",
     "QueueGone",
@@ -80,6 +83,10 @@ class QueueService(ABC):
         """Delete received messages by their receipts."""
 
     @abstractmethod
+    def release(self, url: str, receipts: Sequence[str]) -> None:
+        """Make received messages visible again at once (they were only looked at)."""
+
+    @abstractmethod
     def delete_queue(self, url: str) -> None:
         """Delete the queue; deleting a missing queue is not an error."""
 
@@ -100,6 +107,14 @@ def name_of(url: str) -> str:
     """The queue name at the end of a queue URL."""
     return url.rstrip("/").rsplit("/", 1)[-1]
 
+
+#: Message attribute of a dead letter: the queue it was moved from.
+SOURCE_ATTRIBUTE = "cloudworker.source"
+#: Message attribute of a dead letter: why the worker refused it.
+REASON_ATTRIBUTE = "cloudworker.reason"
+#: Key of a received message's kombu ``delivery_info`` where the consumer leaves
+#: the reason it rejects the message for, for the transport to dead-letter it with.
+REASON_KEY = "cloudworker_reason"
 
 #: Error codes SQS answers for a queue that does not exist (JSON and query protocols).
 GONE_CODES = frozenset(
@@ -178,6 +193,15 @@ class SQSQueueService(QueueService):
             entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(batch)]
             self._call("delete_message_batch", QueueUrl=url, Entries=entries)
 
+    def release(self, url: str, receipts: Sequence[str]) -> None:
+        for start in range(0, len(receipts), 10):
+            batch = receipts[start : start + 10]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0}
+                for i, r in enumerate(batch)
+            ]
+            self._call("change_message_visibility_batch", QueueUrl=url, Entries=entries)
+
     def delete_queue(self, url: str) -> None:
         with contextlib.suppress(QueueGone):
             self._call("delete_queue", QueueUrl=url)
@@ -254,6 +278,9 @@ class MemoryQueueService(QueueService):
 
     def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
         self._get(url)
+
+    def release(self, url: str, receipts: Sequence[str]) -> None:
+        self._get(url)  # received messages are gone from a memory queue
 
     def delete_queue(self, url: str) -> None:
         with self._ready:

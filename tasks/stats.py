@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from tasks.errors import InvalidNumbers, LimitExceeded
 
-__all__ = ["compute_stats"]
+__all__ = ["check_integers", "compute_stats"]
 
 #: Longest rendering of an offending value in an error message: enough to
 #: recognise it, short enough that a huge bad item cannot flood a log line.
@@ -147,12 +147,7 @@ def _stats_of_sequence(numbers: Sequence[Any]) -> dict[str, int | float | Decima
     ``'12'`` into 12. Only when a bad type is present do we loop, to name the
     first offending index.
     """
-    types = set(map(type, numbers))
-    bad_types = {t for t in types if not _is_integer_type(t)}
-    if bad_types:
-        for index, item in enumerate(numbers):
-            if type(item) in bad_types:
-                raise InvalidNumbers(f"item {index} is not an integer: {_show(item)}")
+    types = _item_types(numbers)
     if types <= _FAST_TYPES:
         try:
             array = np.fromiter(numbers, dtype=np.int64, count=len(numbers))
@@ -164,6 +159,29 @@ def _stats_of_sequence(numbers: Sequence[Any]) -> dict[str, int | float | Decima
     if types == {int}:
         return _stats_exact(list(numbers))
     return _stats_exact([operator.index(item) for item in numbers])
+
+
+def check_integers(numbers: Any, *, max_count: int | None = None) -> None:
+    """Raise what :func:`compute_stats` would for ``numbers``, without computing anything.
+
+    For a list or tuple as it arrives in a message: the type, the count, then
+    each item's type (in C, see :func:`_item_types`).
+    """
+    if not isinstance(numbers, (list, tuple)):
+        raise InvalidNumbers(f"expected a list of integers, got {type(numbers).__name__}")
+    _check_count(len(numbers), max_count)
+    _item_types(numbers)
+
+
+def _item_types(numbers: Sequence[Any]) -> set[type]:
+    """The items' types, once each; :class:`InvalidNumbers` naming the first bad item."""
+    types = set(map(type, numbers))
+    bad_types = {t for t in types if not _is_integer_type(t)}
+    if bad_types:
+        for index, item in enumerate(numbers):
+            if type(item) in bad_types:
+                raise InvalidNumbers(f"item {index} is not an integer: {_show(item)}")
+    return types
 
 
 def _is_integer_type(kind: type) -> bool:

@@ -31,9 +31,15 @@ not by patching kombu. What it changes:
   delivered again; a task's first stored result wins, so the caller still gets
   one answer.
 * A message the worker rejects (undecodable, an unknown task, a content type
-  other than JSON such as pickle, which is never deserialized) is moved to the
-  queue's dead-letter queue at once, tagged with where it came from, instead
-  of being received again until SQS gives up on it.
+  other than JSON such as pickle, which is never deserialized, a broken header:
+  see :mod:`tasks.admission`) is moved to the queue's dead-letter queue at once,
+  tagged with where it came from and why, instead of being received again until
+  SQS gives up on it.
+* Each received message is handled on its own: one that is not a kombu
+  envelope of the right types, or nests deeper than :data:`tasks.codec.MAX_DEPTH`,
+  or makes any step of its delivery fail, is dead-lettered alone, and the other
+  messages of its batch are delivered as usual (kombu's loop would abandon the
+  rest of the batch, leaving them invisible until their visibility timeout).
 * Fanout exchanges work, through SNS, so that Celery's events and remote
   control do (:mod:`tasks.fanout`); the transport says so in ``implements``,
   which is what makes a worker start its remote-control consumer.
@@ -56,9 +62,10 @@ from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from vine import promise
 
 from tasks.batching import BatchingClient, current_batch
-from tasks.deadletters import SOURCE_ATTRIBUTE
+from tasks.codec import check_depth
+from tasks.errors import InvalidMessage, LimitExceeded
 from tasks.fanout import FanoutChannel
-from tasks.queues import GONE_CODES
+from tasks.queues import GONE_CODES, REASON_ATTRIBUTE, REASON_KEY, SOURCE_ATTRIBUTE
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -122,23 +129,28 @@ class Channel(FanoutChannel):
             url, message = info["sqs_queue"], info["sqs_message"]
         except (KeyError, TypeError):
             return
-        dead_letters = self._dead_letter_url(url)
-        if dead_letters is None:  # no dead-letter queue: kombu deletes it
-            super()._delete_rejected_message(delivery_tag)  # type: ignore[no-untyped-call]
-            return
+        self._dead_letter(url, message, str(info.get(REASON_KEY) or "rejected"))
+
+    def _dead_letter(self, url: str, message: dict[str, Any], reason: str) -> None:
+        """Move received ``message`` from ``url`` to its dead-letter queue, with ``reason``."""
         client = self.sqs()
         source = url.rstrip("/").rsplit("/", 1)[-1]
         try:
-            client.send_message(
-                QueueUrl=dead_letters,
-                MessageBody=message["Body"],
-                MessageAttributes={SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": source}},
-            )
+            dead_letters = self._dead_letter_url(url)
+            if dead_letters is not None:  # without one, the message is deleted, as kombu does
+                client.send_message(
+                    QueueUrl=dead_letters,
+                    MessageBody=message["Body"],
+                    MessageAttributes={
+                        SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": source},
+                        REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
+                    },
+                )
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         except Exception as exc:  # noqa: BLE001 - SQS's redrive policy still dead-letters it
-            log.warning("could not move a rejected message to %s: %s", dead_letters, exc)
+            log.warning("could not move a rejected message from %s: %s", source, exc)
             return
-        log.warning("moved a rejected message from %s to the dead-letter queue", source)
+        log.warning("moved a rejected message from %s to the dead-letter queue: %s", source, reason)
 
     def _dead_letter_url(self, url: str) -> str | None:
         """The URL of the dead-letter queue of queue ``url`` (from its redrive policy)."""
@@ -156,6 +168,53 @@ class Channel(FanoutChannel):
                 else None
             )
         return self._dead_letter_urls[url]
+
+    # -- every received message on its own ----------------------------------------------
+
+    def _prepare_json_payload(self, text: str) -> Any:
+        # kombu parses the envelope with no bound on its depth (a RecursionError
+        # would fail the whole batch) and turns what is not JSON into a raw body.
+        try:
+            check_depth(text)
+        except LimitExceeded as exc:
+            raise InvalidMessage(f"the message {exc}") from None
+        try:
+            return super()._prepare_json_payload(text)  # type: ignore[no-untyped-call]
+        except ValueError as exc:  # e.g. a number past the int/str conversion limit
+            raise InvalidMessage(f"the message is not JSON that can be read: {exc}") from None
+
+    def _envelope_payload(self, payload: Any, raw_text: str, message: Any, q_url: str) -> Any:
+        problem = _envelope_problem(payload)
+        if problem is not None:
+            raise InvalidMessage(problem)
+        return super()._envelope_payload(payload, raw_text, message, q_url)  # type: ignore[no-untyped-call]
+
+    def _deliver_each(self, queue: str, qname: str, messages: list[dict[str, Any]]) -> None:
+        """Deliver each message alone; one that fails is dead-lettered, not its batch."""
+        callback = self.connection._callbacks[qname]
+        for message in messages:
+            try:
+                if self._sent_back_delayed(queue, qname, message):
+                    continue
+                callback(self._message_to_python(message, qname, queue))  # type: ignore[no-untyped-call]
+            except Exception as exc:  # noqa: BLE001 - one message, never the worker
+                self._refuse_received(queue, message, exc)
+
+    def _refuse_received(self, queue_url: str, message: dict[str, Any], exc: Exception) -> None:
+        if isinstance(exc, InvalidMessage):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("delivering a message failed: %s", reason, exc_info=exc)
+        reason = " ".join(reason.split())[:500]
+        tag = message.get("ReceiptHandle")
+        try:
+            delivered = self.qos.get(tag)
+        except KeyError:
+            self._dead_letter(queue_url, message, reason)
+            return
+        delivered.delivery_info[REASON_KEY] = reason  # a consumer got it, then failed
+        self.basic_reject(tag, requeue=False)  # type: ignore[no-untyped-call]
 
     # -- acknowledgements in batches ----------------------------------------------------
 
@@ -224,25 +283,20 @@ class Channel(FanoutChannel):
             # A control reply for a process that has exited: nobody is listening.
             log.info("receiver queue for %s is gone; message dropped", queue)
 
-    def _redelay_early(
-        self, queue_url: str, qname: str, messages: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """Send back, delayed again, the messages due later; return the ones due now."""
-        due = []
-        for message in messages:
-            delay = seconds_until_due(_headers_of(self, message))
-            if delay <= _DUE_SLACK:
-                due.append(message)
-                continue
-            client = self.sqs(queue=qname)
-            client.send_message(
-                QueueUrl=queue_url,
-                MessageBody=message["Body"],
-                DelaySeconds=min(MAX_DELAY_SECONDS, math.ceil(delay)),
-            )
-            client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-            log.info("task due in %.0f s sent back to %s, delayed", delay, qname)
-        return due
+    def _sent_back_delayed(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
+        """Send ``message`` back, delayed again, if it is due later; whether it was."""
+        delay = seconds_until_due(_headers_of(self, message))
+        if delay <= _DUE_SLACK:
+            return False
+        client = self.sqs(queue=qname)
+        client.send_message(
+            QueueUrl=queue_url,
+            MessageBody=message["Body"],
+            DelaySeconds=min(MAX_DELAY_SECONDS, math.ceil(delay)),
+        )
+        client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        log.info("task due in %.0f s sent back to %s, delayed", delay, qname)
+        return True
 
     # -- surviving endpoint faults -----------------------------------------------------
 
@@ -254,13 +308,12 @@ class Channel(FanoutChannel):
             if self._receive_failures:
                 log.info("receiving from %s works again", qname)
                 self._receive_failures = 0
-            if messages.get("Messages"):
-                messages = {
-                    **messages,
-                    "Messages": self._redelay_early(queue, qname, messages["Messages"]),
-                }
-            count: int = super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-untyped-call]
-            return count
+            received = messages.get("Messages")
+            if not received or qname not in self.connection._callbacks:
+                count: int = super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-untyped-call]
+                return count
+            self._deliver_each(queue, qname, received)
+            return len(received)
         self._receive_failures += 1
         pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self._receive_failures - 1))
         self._receive_pause = pause * random.uniform(0.8, 1.2)
@@ -329,10 +382,47 @@ def _headers_of(channel: SQS.Channel, message: dict[str, Any]) -> Any:
     if body.startswith("{") and '"eta": "' not in body and '"eta":"' not in body:
         return None  # plain JSON with no eta: decided without parsing it in the consumer loop
     try:
-        text = channel._decode_python_message_body(message["Body"])  # type: ignore[no-untyped-call]
-        return json.loads(text).get("headers")
-    except (ValueError, AttributeError, KeyError, TypeError):
-        return None
+        text = channel._decode_python_message_body(message["Body"]).decode()  # type: ignore[no-untyped-call]
+        check_depth(text)
+        envelope = json.loads(text)
+    except (ValueError, LimitExceeded, AttributeError, TypeError):
+        return None  # what is wrong with it is found, and said, when it is delivered
+    return envelope.get("headers") if isinstance(envelope, dict) else None
+
+
+def _envelope_problem(payload: Any) -> str | None:
+    """Why a parsed message is not a kombu envelope kombu and Celery can take."""
+    if not isinstance(payload, dict):
+        return None  # not JSON at all: kombu wraps it as a raw body
+    if "properties" not in payload:
+        return None  # JSON not sent by kombu (an S3 event, say): delivered as a raw body
+    properties = payload["properties"]
+    if not isinstance(properties, dict):
+        return "properties must be a JSON object"
+    for name, kinds in _ENVELOPE_TYPES.items():
+        where = properties if name in _PROPERTY_NAMES else payload
+        if where.get(name) is not None and not isinstance(where[name], kinds):
+            return f"{name} must be {kinds[0].__name__}"
+    if properties.get("body_encoding") not in (None, "base64"):
+        return f"unknown body_encoding {properties['body_encoding']!r:.40}"
+    return None
+
+
+#: The envelope's fields kombu reads, with the types it can take.
+_ENVELOPE_TYPES: dict[str, tuple[type, ...]] = {
+    "body": (str,),
+    "headers": (dict,),
+    "content-type": (str,),
+    "content-encoding": (str,),
+    "delivery_info": (dict,),
+    "delivery_tag": (str,),
+    "reply_to": (str,),
+    "correlation_id": (str,),
+    "priority": (int,),
+}
+_PROPERTY_NAMES = frozenset(
+    {"delivery_info", "delivery_tag", "reply_to", "correlation_id", "priority"}
+)
 
 
 class _TimedCurlClient(CurlClient):

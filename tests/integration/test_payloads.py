@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,33 @@ def test_large_result_is_a_raw_object_beside_its_record(
     stored = s3.get_object(Bucket=stack.settings.bucket, Key=ref["__value__"]["key"])["Body"].read()
     assert stored == grey
     assert ref["__value__"]["sha256"] == hashlib.sha256(grey).hexdigest()
+
+
+def test_a_chain_carries_large_arguments_to_its_later_steps(stack: LocalStack) -> None:
+    """A later step's large argument travels inside the first message; each step reads
+    (and deletes) only its own copy, under its own task id."""
+    numbers = list(range(100_000))  # about 600 KB of JSON: the chain itself goes to S3
+    pixels = np.random.default_rng(7).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")  # about 480 KB: a reference in the chain
+    before = payload_keys(stack)
+    steps = (
+        stack.tasks.compute_stats.si([1, 2, 3])
+        | stack.tasks.compute_stats.si(numbers)
+        | stack.tasks.grayscale_image.si(out.getvalue())
+        | stack.tasks.grayscale_image.si(out.getvalue(), "JPEG")
+    )
+    result = steps.delay()
+    assert Image.open(io.BytesIO(result.get(timeout=120))).format == "JPEG"
+    assert Image.open(io.BytesIO(result.parent.get(timeout=60))).mode == "L"
+    assert result.parent.parent.get(timeout=60)["median"] == Decimal("49999.5")
+    assert result.parent.parent.parent.get(timeout=60)["count"] == 3
+    # Every payload is under the id of the step whose message carried it: the copies
+    # made to pass references along stay for the lifecycle rule.
+    ids, step = set(), result
+    while step is not None:
+        ids.add(step.id)
+        step = step.parent
+    left = payload_keys(stack) - before
+    assert left
+    assert {key.split("/")[1] for key in left} <= ids

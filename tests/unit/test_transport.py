@@ -7,7 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tasks.transport import _headers_of, seconds_until_due
+import pytest
+
+from tasks.transport import _envelope_problem, _headers_of, seconds_until_due
 
 
 class Channel:
@@ -38,3 +40,29 @@ def test_past_or_missing_eta_is_due_now() -> None:
     assert seconds_until_due({"eta": past}) == 0
     assert seconds_until_due({"eta": "not a date"}) == 0
     assert seconds_until_due(None) == 0
+
+
+def test_an_eta_in_a_message_too_deep_to_read_is_left_to_delivery() -> None:
+    deep = '{"headers": {"eta": "2099-01-01T00:00:00"}, "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    assert _headers_of(Channel(), {"Body": deep}) is None  # type: ignore[arg-type]
+    assert _headers_of(Channel(), {"Body": '["eta": "x"'}) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"body": "[]", "headers": {}, "properties": {"delivery_info": {}}}, None),
+        ({}, None),  # not JSON: kombu delivers it as a raw body, and Celery refuses it
+        ({"Records": []}, None),  # JSON not from kombu (an S3 event)
+        ({"properties": []}, "properties must be a JSON object"),
+        ({"properties": {}, "headers": [1]}, "headers must be dict"),
+        ({"properties": {}, "body": 5}, "body must be str"),
+        ({"properties": {}, "content-type": 5}, "content-type must be str"),
+        ({"properties": {"delivery_info": "x"}}, "delivery_info must be dict"),
+        ({"properties": {"priority": "high"}}, "priority must be int"),
+        ({"properties": {"body_encoding": "rot13"}}, "unknown body_encoding 'rot13'"),
+        ({"properties": {"body_encoding": "base64"}}, None),
+    ],
+)
+def test_an_envelope_kombu_cannot_take_is_named(payload: Any, problem: str | None) -> None:
+    assert _envelope_problem(payload) == problem

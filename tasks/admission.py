@@ -1,0 +1,269 @@
+"""What a worker checks in a task message before the message can cost anything.
+
+Celery hands every task message to its task's *strategy* (``Task.Strategy``) in
+the consumer's event loop, before the request is handed to the pool, which
+pickles it. :func:`strategy` is Celery's default strategy behind three checks,
+each on what the one before it let through:
+
+1. **The message** (:func:`message_problem`): task protocol 2; every header and
+   property Celery reads has the type Celery expects (``id``, ``task``, ``eta``,
+   ``expires``, ``retries``, ``timelimit``, ``countdown``...); ``reply_to`` is
+   a response queue of this deployment or empty; the body decodes (nesting depth
+   and long integers are bounded by :mod:`tasks.codec`) into
+   ``[args, kwargs, embed]`` of the right types. A message that fails is broken:
+   :class:`~celery.exceptions.InvalidTaskError` sends it to the worker's
+   :class:`~tasks.consumer.Consumer`, which moves it to the dead-letter queue
+   with the reason and answers the caller with
+   :class:`~tasks.errors.InvalidMessage` when it can.
+2. **The arguments** (:meth:`~tasks.task.CloudworkerTask.admit`): they bind to
+   the task's signature and pass the task's own check (types and sizes of what
+   is inline; claim-checked values are checked once resolved, in the pool).
+   Arguments that fail are the caller's error, not a broken message: the task
+   fails at once with the typed :class:`~tasks.errors.InvalidInput`, the caller
+   gets it, and the message is acknowledged.
+3. Everything else is Celery's own strategy, unchanged.
+
+So no value a JSON message can carry reaches the pool unless it is what the task
+expects, and no refusal costs a traceback in the log or a redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from celery import Task
+from celery.app.task import Context
+from celery.exceptions import InvalidTaskError
+from celery.utils.time import maybe_iso8601
+from celery.worker.strategy import default as default_strategy
+
+from config import Settings
+from tasks.codec import PayloadRef
+from tasks.errors import InvalidInput
+from tasks.keys import check_task_id
+
+__all__ = ["message_problem", "reply_address_problem", "strategy"]
+
+log = logging.getLogger(__name__)
+
+#: Longest ``argsrepr``/``kwargsrepr`` (Celery's own default is 1,024): they are logged.
+_MAX_REPR = 16_384
+#: Longest task name and other ids Celery keeps in headers.
+_MAX_NAME = 200
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_EMBED_LISTS = ("callbacks", "errbacks", "chain")
+
+Check = Callable[[Any], str | None]
+
+
+def _optional(kind: type | tuple[type, ...], what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+            return None
+        return f"must be {what}"
+
+    return check
+
+
+def _short_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and len(value) <= _MAX_NAME):
+        return None
+    return f"must be text of at most {_MAX_NAME} characters"
+
+
+def _repr_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and len(value) <= _MAX_REPR):
+        return None
+    return f"must be text of at most {_MAX_REPR} characters"
+
+
+def _date(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return "must be an ISO 8601 date"
+    try:
+        parsed = maybe_iso8601(value)
+        if isinstance(parsed, datetime):
+            parsed.timestamp()
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        return f"is not an ISO 8601 date: {value!r:.60}"
+    return None
+
+
+def _time_limits(value: Any) -> str | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(
+            item is None or (isinstance(item, (int, float)) and not isinstance(item, bool))
+            for item in value
+        )
+        and all(item is None or 0 <= item < 10**9 for item in value)
+    ):
+        return None
+    return "must be [soft, hard] seconds (numbers or null)"
+
+
+def _count(value: Any) -> str | None:
+    if value is None or (type(value) is int and 0 <= value < 2**31):
+        return None
+    return "must be a small non-negative integer"
+
+
+def _flag(value: Any) -> str | None:
+    return None if value is None or isinstance(value, bool) else "must be true, false or null"
+
+
+#: Every protocol-2 header Celery's worker reads, with what it must hold.
+_HEADERS: dict[str, Check] = {
+    "lang": _short_text,
+    "task": _short_text,
+    "shadow": _short_text,
+    "root_id": _short_text,
+    "parent_id": _short_text,
+    "group": _short_text,
+    "origin": _short_text,
+    "eta": _date,
+    "expires": _date,
+    "countdown": _optional((int, float), "a number of seconds"),
+    "retries": _count,
+    "group_index": _count,
+    "replaced_task_nesting": _count,
+    "timelimit": _time_limits,
+    "argsrepr": _repr_text,
+    "kwargsrepr": _repr_text,
+    "ignore_result": _flag,
+    "stamped_headers": _optional(list, "a list"),
+    "stamps": _optional(dict, "an object"),
+}
+
+_PROPERTIES: dict[str, Check] = {
+    "correlation_id": _short_text,
+    "priority": _optional(int, "an integer"),
+}
+
+
+def reply_address_problem(reply_to: Any, settings: Settings) -> str | None:
+    """Why ``reply_to`` is not a response queue of this deployment (None: it is, or unset)."""
+    if reply_to is None or reply_to == "":
+        return None
+    prefix = settings.response_queue_prefix
+    if (
+        isinstance(reply_to, str)
+        and reply_to.startswith(prefix)
+        and _QUEUE_NAME.fullmatch(reply_to)
+        and len(reply_to) > len(prefix)
+    ):
+        return None
+    return f"reply_to {reply_to!r:.80} is not a response queue of this deployment ({prefix}...)"
+
+
+def message_problem(headers: Any, properties: Any, settings: Settings) -> str | None:
+    """Why a task message's headers and properties cannot be run as they are, if they cannot."""
+    if not isinstance(headers, dict) or not isinstance(properties, dict):
+        return "headers and properties must be JSON objects"
+    if "task" not in headers:
+        return "not a task protocol 2 message (no task header)"
+    try:
+        check_task_id(headers.get("id"))
+    except InvalidInput as exc:
+        return str(exc)
+    for table, where in ((_HEADERS, headers), (_PROPERTIES, properties)):
+        for name, check in table.items():
+            problem = check(where.get(name))
+            if problem is not None:
+                return f"{name} {problem}"
+    return reply_address_problem(properties.get("reply_to"), settings)
+
+
+def body_problem(body: Any) -> str | None:
+    """Why a decoded task body is not ``[args, kwargs, embed]`` as Celery needs it."""
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        return "the body must be [args, kwargs, embed]"
+    args, kwargs, embed = body
+    if not isinstance(args, (list, tuple)):
+        return "args must be a list"
+    if not isinstance(kwargs, dict):
+        return "kwargs must be an object"
+    if embed is None:
+        return None
+    if not isinstance(embed, dict):
+        return "embed must be an object"
+    for name in _EMBED_LISTS:
+        value = embed.get(name)
+        if not (_stored(value) or isinstance(value, list)) or (
+            isinstance(value, list) and not all(isinstance(item, dict) for item in value)
+        ):
+            return f"embed.{name} must be a list of signatures"
+    chord = embed.get("chord")
+    if not (_stored(chord) or isinstance(chord, dict)):
+        return "embed.chord must be a signature"
+    return None
+
+
+def _stored(value: Any) -> bool:
+    """Nothing, or a large part of the canvas checked in as JSON (resolved in the pool)."""
+    return value is None or (isinstance(value, PayloadRef) and value.is_json)
+
+
+def strategy(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
+    """Celery's default strategy for ``task``, behind the checks described above."""
+    handle = default_strategy(task, app, consumer, **options)
+    settings: Settings = app.services.settings
+
+    def admit_then_handle(
+        message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any
+    ) -> Any:
+        problem = message_problem(message.headers, message.properties, settings)
+        if problem is None and body is not None:
+            problem = "not a task protocol 2 message"
+        if problem is None:
+            problem = body_problem(message.payload)  # a DecodeError goes to the consumer too
+        if problem is not None:
+            raise InvalidTaskError(problem)
+        args, kwargs_, embed = message.payload
+        try:
+            task.admit(args, kwargs_)
+        except InvalidInput as exc:
+            _fail_at_once(task, message, embed or {}, exc)
+            return None
+        return handle(message, body, ack, reject, callbacks, **kwargs)
+
+    return admit_then_handle
+
+
+def _fail_at_once(task: Task, message: Any, embed: Mapping[str, Any], exc: InvalidInput) -> None:
+    """Answer a task whose arguments were refused with ``exc``, and acknowledge it.
+
+    Like Celery's refusal of an unknown task, this runs in the consumer, so no
+    errback is called here (an errback may be any task's code); the chain and
+    the chord the task belongs to learn of the failure as usual.
+    """
+    headers, properties = message.headers, message.properties
+    task_id = headers["id"]
+    log.warning("task %s[%s] refused: %s", task.name, task_id, exc)
+    request = {
+        "id": task_id,
+        "task": task.name,
+        "reply_to": properties.get("reply_to"),
+        "correlation_id": properties.get("correlation_id"),
+        "root_id": headers.get("root_id"),
+        "parent_id": headers.get("parent_id"),
+        "group": headers.get("group"),
+        "group_index": headers.get("group_index"),
+        "chord": embed.get("chord"),
+        "chain": embed.get("chain"),
+        "errbacks": None,
+        "ignore_result": headers.get("ignore_result"),
+    }
+    try:
+        task.backend.mark_as_failure(task_id, exc, request=Context(request), call_errbacks=False)
+    finally:
+        message.ack()

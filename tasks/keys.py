@@ -1,0 +1,72 @@
+"""The S3 key layout, in one place.
+
+Everything cloudworker writes to its bucket lives under a few prefixes, each with
+its own lifecycle rule (``deploy/provision.py``, the CloudFormation template):
+
+* ``payloads/<task id>/<hex>``: a task's large arguments, checked in by the
+  client that sent it (:mod:`tasks.codec`); deleted once the task consumed them.
+* ``results/<task id>.json``: a task's result record (:mod:`tasks.backend`), and
+  ``results/<task id>/<hex>`` its large ``bytes``.
+
+The task id in a payload's key is what confines a reference: a worker resolves
+(and later deletes) only the payloads under its own task's prefix, so a forged
+reference cannot make it read or delete a result, an inbox image or another
+task's arguments. Task ids are therefore checked (:func:`check_task_id`) before
+they become part of a key.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tasks.errors import InvalidMessage
+
+__all__ = [
+    "PAYLOADS",
+    "RESULTS",
+    "check_task_id",
+    "is_object_key",
+    "result_key",
+    "result_payload_prefix",
+    "task_payload_prefix",
+]
+
+#: Prefix of every claim-checked argument (and of stored messages).
+PAYLOADS = "payloads/"
+#: Prefix of every result record and of a result's large bytes.
+RESULTS = "results/"
+
+#: What a task id may be: what Celery makes (a UUID) and any id a user picks that
+#: can sit in an S3 key and a log line unchanged (no ``/``, space or control byte).
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,200}")
+#: The random part of a payload's key (:func:`uuid.uuid4` ``.hex``).
+_OBJECT_NAME = re.compile(r"[0-9a-f]{32}")
+
+
+def check_task_id(task_id: object) -> str:
+    """``task_id`` if it can name S3 objects; :class:`InvalidMessage` otherwise."""
+    if isinstance(task_id, str) and _TASK_ID.fullmatch(task_id):
+        return task_id
+    raise InvalidMessage(
+        f"task id {task_id!r:.80} is not 1 to 200 letters, digits or any of _.:@+=-"
+    )
+
+
+def task_payload_prefix(task_id: str) -> str:
+    """Where the client checks in the large arguments of task ``task_id``."""
+    return f"{PAYLOADS}{check_task_id(task_id)}/"
+
+
+def result_key(task_id: str) -> str:
+    """The S3 key of a task's result record."""
+    return f"{RESULTS}{task_id}.json"
+
+
+def result_payload_prefix(task_id: str) -> str:
+    """Where the large ``bytes`` of a task's result go."""
+    return f"{RESULTS}{task_id}/"
+
+
+def is_object_key(key: str, prefix: str) -> bool:
+    """Whether ``key`` is an object cloudworker checked in directly under ``prefix``."""
+    return key.startswith(prefix) and bool(_OBJECT_NAME.fullmatch(key[len(prefix) :]))
