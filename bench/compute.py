@@ -1,10 +1,10 @@
 """The two pure-function benchmarks: no Celery, no AWS, just the work a task does.
 
-* ``stats``: :func:`tasks.stats.compute_stats` on 10 million random int64-range integers
+* ``stats``: :func:`tasks.compute.stats.compute_stats` on 10 million random int64-range integers
   (a Python list, as a task receives it) against ``statistics.mean`` + ``statistics.median``
   on the same list, the obvious pure-Python way to get the same numbers.
-* ``grayscale``: :func:`tasks.imaging.to_grayscale` on a 12-megapixel photo-like JPEG against
-  plain Pillow (``open``, ``convert('L')``, ``save`` as JPEG quality 90).
+* ``grayscale``: :func:`tasks.compute.imaging.to_grayscale` on a 12-megapixel photo-like
+  JPEG against plain Pillow (``open``, ``convert('L')``, ``save`` as JPEG quality 90).
 
 Each runs in its own process (``python -m bench.compute --bench stats``) so a 10-million
 item list is gone before the AWS benchmarks start. Inputs come from seeded generators and
@@ -28,8 +28,8 @@ from PIL import Image
 
 from bench.client import emit, progress
 from bench.measure import median
-from tasks.imaging import to_grayscale
-from tasks.stats import compute_stats
+from tasks.compute.imaging import to_grayscale
+from tasks.compute.stats import compute_stats
 
 __all__ = ["bench_grayscale", "bench_stats", "photo_jpeg"]
 

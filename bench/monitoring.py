@@ -3,7 +3,7 @@
 Three local stacks in turn, each with one worker (``-c 2``): monitoring off
 (``CLOUDWORKER_EVENTS=false``, ``CLOUDWORKER_REMOTE_CONTROL=false``), on, and on
 with Flower receiving the events. Every process of the stack (worker, Flower,
-this client) talks to moto through a counting proxy (:mod:`tests.faultproxy`,
+this client) talks to moto through a counting proxy (:mod:`tests.support.faultproxy`,
 with no fault set), which tells SQS from SNS requests and names each
 operation. Requests are counted while the stack idles and while it answers a
 batch of ``compute_stats`` tasks; the differences to "off" are what monitoring
@@ -26,9 +26,9 @@ from pathlib import Path
 from config import Settings
 from deploy import local
 from tasks.application import create_app
-from tasks.batching import batch_sends
 from tasks.definitions import register
-from tests.faultproxy import FaultProxy
+from tasks.sqs.batch_sends import batch_sends
+from tests.support.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {

@@ -26,8 +26,8 @@ from PIL import Image
 from config import Settings
 from deploy import local
 from tasks.application import create_app
-from tasks.batching import batch_sends
 from tasks.definitions import register
+from tasks.sqs.batch_sends import batch_sends
 
 ROOT = Path(__file__).resolve().parent.parent
 MEGAPIXELS_50 = (8660, 5774)

@@ -158,7 +158,7 @@ def render(
         "`-c 2 -P prefork` and `task_acks_late=True` for both; prefetch: each system's default "
         "(stock: Celery's 4 per process; cloudworker: `CLOUDWORKER_PREFETCH_MULTIPLIER`, 5). "
         "The task queue is drained before each measurement.",
-        "- **cloudworker:** `tasks.transport:Transport` (plain JSON bodies), results in S3 "
+        "- **cloudworker:** `tasks.sqs:Transport` (plain JSON bodies), results in S3 "
         "and pushed to the caller's SQS response queue; `.get(timeout=60)` long-polls it.",
         "- **stock:** Celery 5.7 + kombu's own SQS transport (`sqs://`, endpoint from "
         "`AWS_ENDPOINT_URL`, `wait_time_seconds=10`, `polling_interval=0`, "
@@ -390,7 +390,7 @@ def _stats(data: Mapping[str, Any]) -> list[str]:
         "",
         "| implementation | runs (s) | median (s) | ratio |",
         "|---|---|---|---|",
-        f"| `tasks.stats.compute_stats(list)` | {_runs(data['ours_s'])} | "
+        f"| `tasks.compute.stats.compute_stats(list)` | {_runs(data['ours_s'])} | "
         f"{data['ours_median_s']:.3f} | {_x(data['speedup'])} |",
         f"| `statistics.mean(list)` + `statistics.median(list)` | {_runs(data['baseline_s'])} | "
         f"{data['baseline_median_s']:.3f} | 1.00x |",
@@ -418,7 +418,7 @@ def _grayscale(data: Mapping[str, Any]) -> list[str]:
         "",
         "| implementation | runs (s) | median (s) | ratio |",
         "|---|---|---|---|",
-        f"| `tasks.imaging.to_grayscale(data)` | {_runs(data['ours_s'])} | "
+        f"| `tasks.compute.imaging.to_grayscale(data)` | {_runs(data['ours_s'])} | "
         f"{data['ours_median_s']:.3f} | {_x(data['speedup'])} |",
         "| Pillow: `Image.open(...).convert('L').save(buf, 'JPEG', quality=90)` | "
         f"{_runs(data['baseline_s'])} | {data['baseline_median_s']:.3f} | 1.00x |",

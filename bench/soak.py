@@ -1,7 +1,7 @@
 """``make soak``: many tasks through two workers while faults are injected; nothing lost or doubled.
 
 A local stack is started in a temporary directory with two workers that reach
-the endpoint through a fault-injecting proxy (:mod:`tests.faultproxy`). The
+the endpoint through a fault-injecting proxy (:mod:`tests.support.faultproxy`). The
 client (direct to the endpoint) keeps a sliding window of ``compute_stats``
 tasks outstanding and checks every answer, while a fault thread, in rounds,
 SIGKILLs a whole worker (restarting it), SIGKILLs a pool process, and makes the
@@ -28,9 +28,9 @@ from typing import Any
 from config import Settings
 from deploy import local
 from tasks.application import create_app
-from tasks.batching import batch_sends
 from tasks.definitions import register
-from tests.faultproxy import FaultProxy
+from tasks.sqs.batch_sends import batch_sends
+from tests.support.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ("soak1", "soak2")

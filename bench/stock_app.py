@@ -5,7 +5,7 @@ This is the configuration of section 1 of ``/work/shared/notes/stock-celery-on-s
 long polling, results polled from S3), with the same pool as cloudworker's worker
 (acks late, ``-c 2 -P prefork``) and Celery's default prefetch (4 per process), so that
 the transport, codec and result path are what differ. Nothing of cloudworker is imported
-except the pure ``tasks.stats`` function:
+except the pure ``tasks.compute.stats`` function:
 ``tasks/__init__.py`` builds cloudworker's app lazily, so that import does not install
 cloudworker's JSON codec; :func:`json_encoder_name` lets both the client and the worker
 prove it (the worker logs it at start, see :func:`_log_encoder`).
@@ -23,7 +23,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import serialization
 
-from tasks.stats import compute_stats as _compute_stats
+from tasks.compute.stats import compute_stats as _compute_stats
 
 __all__ = ["QUEUE_NAME", "READY_MARK", "app", "compute_stats", "json_encoder_name"]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from client.numbers import int_to_text
+from tasks.errors import InvalidInput
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -112,8 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(exc: BaseException) -> int:
     from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-    from tasks.errors import InvalidInput
-
     if isinstance(exc, InvalidInput):
         _say(str(exc))
         return EXIT_BAD_INPUT
@@ -130,8 +129,6 @@ def _say(message: str) -> None:
 
 
 def _read(path: Path) -> bytes:
-    from tasks.errors import InvalidInput
-
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -147,14 +144,12 @@ def _timeout(args: argparse.Namespace) -> float:
 
     timeout = args.timeout if args.timeout is not None else load().timeout
     if timeout <= 0:
-        from tasks.errors import InvalidInput
-
         raise InvalidInput("--timeout must be positive")
     return float(timeout)
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from client.batch import Item, Progress, run
+    from client.bulk import Item, Progress, run
     from client.numbers import parse_integers
     from tasks import compute_stats
 
@@ -217,9 +212,9 @@ def render_stats_text(stats: dict[str, Any]) -> str:
 
 
 def _grayscale(args: argparse.Namespace) -> int:
-    from client.batch import Item, Progress, run
+    from client.bulk import Item, Progress, run
     from tasks import grayscale_image
-    from tasks.imaging import image_format_for_extension
+    from tasks.compute.imaging import image_format_for_extension
 
     inputs: list[Path] = args.inputs
     pairs = _image_pairs(inputs, args.output)
@@ -253,12 +248,9 @@ def _grayscale(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if unwritten else EXIT_OK
 
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
-
-
 def _image_pairs(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
     """(input image, output path) for every image named or found in a named directory."""
-    from tasks.errors import InvalidInput
+    from tasks.compute.imaging import INPUT_EXTENSIONS
 
     if len(inputs) == 1 and not inputs[0].is_dir() and not (output and output.is_dir()):
         source = inputs[0]
@@ -267,7 +259,7 @@ def _image_pairs(inputs: list[Path], output: Path | None) -> list[tuple[Path, Pa
     pairs: list[tuple[Path, Path]] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in INPUT_EXTENSIONS)
             pairs += [(p, outdir / p.relative_to(path)) for p in found if p.is_file()]
         else:
             pairs.append((path, outdir / path.name))

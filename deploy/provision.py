@@ -3,7 +3,7 @@
 Shared by the local stack (``make up``) and by deployments that do not use the
 CloudFormation template. Idempotent: running it again brings existing
 resources to the configured attributes. Queues are never created as a side
-effect of the first message (see :mod:`tasks.transport`).
+effect of the first message (see :mod:`tasks.sqs`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config import Settings
+from tasks import keys
+from tasks.queues import is_gone
 
 __all__ = ["Provisioned", "provision"]
 
@@ -103,7 +105,7 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
     try:
         url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
-        if "NonExistentQueue" not in str(exc) and "QueueDoesNotExist" not in str(exc):
+        if not is_gone(exc):
             raise
         created: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         return created
@@ -142,8 +144,8 @@ def _ensure_bucket(s3: Any, settings: Settings) -> None:
         Bucket=bucket,
         LifecycleConfiguration={
             "Rules": [
-                _expiry_rule("expire-payloads", "payloads/", PAYLOAD_EXPIRY_DAYS),
-                _expiry_rule("expire-results", "results/", settings.result_expiry_days),
+                _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
+                _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
             ]
         },
     )

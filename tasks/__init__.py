@@ -7,7 +7,8 @@ The Python API is Celery's own::
     grey = grayscale_image.delay(open("photo.jpg", "rb").read()).get(timeout=60)
 
 A task that fails on bad input raises the same typed error on the caller
-(:mod:`tasks.errors`), carrying the worker's reason.
+(:mod:`tasks.errors`), carrying the worker's reason. Everything public is
+named here; every other module of the package is internal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from typing import Any
 
 from tasks.errors import (
+    BatchSendError,
     CloudworkerError,
     InvalidArguments,
     InvalidImage,
@@ -24,10 +26,13 @@ from tasks.errors import (
     InvalidNumbers,
     LimitExceeded,
     PayloadError,
+    QueueGone,
+    QueueNotProvisioned,
     ResponseQueueError,
 )
 
 __all__ = [
+    "BatchSendError",
     "CloudworkerCelery",
     "CloudworkerError",
     "InvalidArguments",
@@ -37,8 +42,11 @@ __all__ = [
     "InvalidNumbers",
     "LimitExceeded",
     "PayloadError",
+    "QueueGone",
+    "QueueNotProvisioned",
     "ResponseQueueError",
     "app",
+    "batch_sends",
     "compute_stats",
     "create_app",
     "grayscale_image",
@@ -50,7 +58,7 @@ _made: dict[str, Any] = {}
 
 def __getattr__(name: str) -> Any:
     # The app is made on first use, not at import: importing ``tasks.errors`` or the
-    # pure ``tasks.stats`` must not build a Celery app or read the environment.
+    # pure computations must not build a Celery app or read the environment.
     if name == "create_app":
         from tasks.application import create_app
 
@@ -59,6 +67,10 @@ def __getattr__(name: str) -> Any:
         from tasks.application import CloudworkerCelery
 
         return CloudworkerCelery
+    if name == "batch_sends":
+        from tasks.sqs.batch_sends import batch_sends
+
+        return batch_sends
     if name in ("app", "compute_stats", "grayscale_image"):
         with _lock:
             if not _made:

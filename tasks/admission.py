@@ -12,7 +12,7 @@ each on what the one before it let through:
    and long integers are bounded by :mod:`tasks.codec`) into
    ``[args, kwargs, embed]`` of the right types. A message that fails is broken:
    :class:`~celery.exceptions.InvalidTaskError` sends it to the worker's
-   :class:`~tasks.consumer.Consumer`, which moves it to the dead-letter queue
+   :class:`~tasks.sqs.consumer.Consumer`, which moves it to the dead-letter queue
    with the reason and answers the caller with
    :class:`~tasks.errors.InvalidMessage` when it can.
 2. **The arguments** (:meth:`~tasks.task.CloudworkerTask.admit`): they bind to

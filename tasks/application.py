@@ -6,12 +6,9 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
 from celery.utils import uuid
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import EncodeError
@@ -19,11 +16,11 @@ from kombu.exceptions import EncodeError
 from config import Settings
 from config import load as load_settings
 from tasks import codec
-from tasks.base import sendable
-from tasks.heartbeat import VisibilityHeartbeat
 from tasks.keys import check_task_id, task_payload_prefix
-from tasks.reaper import reap
+from tasks.reaper import Reaper
 from tasks.services import Services
+from tasks.sqs.visibility import VisibilityHeartbeat
+from tasks.task import sendable
 
 __all__ = ["CloudworkerCelery", "create_app"]
 
@@ -97,12 +94,14 @@ def create_app(
     """Build the app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     services = services or Services(settings)
-    app = CloudworkerCelery("cloudworker", task_cls="tasks.base:CloudworkerTask")
+    app = CloudworkerCelery("cloudworker", task_cls="tasks.task:CloudworkerTask")
     app.services = services
+    # kombu's serializer registry is process-wide: the codec of the last app made
+    # in a process serves every app of that process (bench runs one process per client).
     codec.install(services.codec)
     app.conf.update(
         broker_url="sqs://",
-        broker_transport="tasks.transport:Transport",
+        broker_transport="tasks.sqs:Transport",
         broker_transport_options={
             "region": settings.region,
             "queue_name_prefix": settings.queue_prefix,
@@ -110,12 +109,12 @@ def create_app(
             # Long polling already waits; a client-side sleep on top only adds latency.
             "polling_interval": 0,
             "visibility_timeout": settings.visibility_timeout,
-            # kombu's own boto3 client (publish, acknowledge): bounded waits, and
-            # botocore's standard retries with backoff for throttling and 5xx.
-            # Celery's events and remote control over SNS fanout (tasks/fanout.py).
+            # Celery's events and remote control over SNS fanout (tasks/sqs/fanout.py).
             "supports_fanout": settings.remote_control or settings.events,
             "receiver_queue_prefix": settings.receiver_queue_prefix,
             "receiver_max_age": settings.response_queue_max_age,
+            # kombu's own boto3 client (publish, acknowledge): bounded waits, and
+            # botocore's standard retries with backoff for throttling and 5xx.
             "client-config": {
                 "connect_timeout": 5,
                 "read_timeout": settings.wait_seconds + 15,
@@ -140,11 +139,11 @@ def create_app(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Receive several messages per request; the visibility heartbeat keeps the
-        # ones waiting for a free process from expiring (tasks/heartbeat.py).
+        # ones waiting for a free process from expiring (tasks/sqs/visibility.py).
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_default_queue=settings.task_queue,
         result_expires=None,
-        worker_consumer="tasks.consumer:Consumer",
+        worker_consumer="tasks.sqs.consumer:Consumer",
         # Monitoring (Flower, celery inspect/control/events) over SNS: each event and
         # each heartbeat is one SNS publish (README: "Monitoring and its cost").
         worker_enable_remote_control=settings.remote_control,
@@ -158,30 +157,9 @@ def create_app(
         control_namespace=app.conf.control_exchange,
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
+    app.steps["worker"].add(Reaper)
     if settings.inbox_enabled:
         from tasks.inbox import InboxConsumer
 
         app.steps["consumer"].add(InboxConsumer)
     return app
-
-
-@worker_ready.connect  # type: ignore[untyped-decorator]
-def _reap_while_working(sender: Any = None, **_: Any) -> None:
-    """Delete abandoned response and receiver queues, at start and then periodically."""
-    app = getattr(sender, "app", None)
-    services = getattr(app, "services", None)
-    if not isinstance(services, Services):
-        return
-    interval = max(60.0, services.settings.response_queue_max_age / 4)
-
-    def run() -> None:
-        while True:
-            try:
-                reaped = reap(services.queues(), services.settings, topics=services.topics())
-                if reaped:
-                    log.info("reaped %d abandoned queue(s): %s", len(reaped), ", ".join(reaped))
-            except Exception:
-                log.exception("reaping abandoned queues failed")
-            time.sleep(interval)
-
-    threading.Thread(target=run, name="cloudworker-reaper", daemon=True).start()

@@ -20,7 +20,6 @@ task reads as ``PENDING`` until it ends.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,10 +28,10 @@ from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from tasks.awserrors import is_transient
+from tasks.aws import is_transient
 from tasks.codec import payload_prefix
 from tasks.keys import result_key, result_payload_prefix
-from tasks.queues import QueueGone
+from tasks.mailbox import is_stored_only
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -59,7 +58,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         super().__init__(app, url=url, **kwargs)
         services: Services | None = getattr(app, "services", None)
         if services is None:
-            raise TypeError("CloudworkerBackend needs an app made by tasks.app.create_app()")
+            raise TypeError("CloudworkerBackend needs an app made by tasks.create_app()")
         self.services = services
 
     # -- client side ------------------------------------------------------------------------
@@ -105,8 +104,6 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
                 if meta["status"] in states.READY_STATES:
                     return meta
             remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                raise CeleryTimeoutError("The operation timed out.")
             slice_ = max(0.0, next_check - time.monotonic())
             # Returns as soon as any thread's poll files this task's notice.
             mailbox.wait(task_id, slice_ if remaining is None else min(slice_, remaining))
@@ -122,8 +119,6 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             if meta["status"] in states.READY_STATES:
                 return meta
             remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                raise CeleryTimeoutError("The operation timed out.")
             if on_interval:
                 on_interval()
             time.sleep(pause if remaining is None else min(pause, remaining))
@@ -142,7 +137,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         notice = self.services.mailbox.notice(task_id)
         if notice is None:
             return None
-        if json.loads(notice).get("stored_only"):
+        if is_stored_only(notice):
             return self._read_store(task_id)
         meta: dict[str, Any] = self.decode_result(notice)
         return meta
@@ -192,23 +187,8 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             existing = store.get(key)
             if existing is not None:
                 record = existing.decode("utf-8")
-        self._notify(getattr(request, "reply_to", None), task_id, state, record)
+        self.services.notifier.send(getattr(request, "reply_to", None), task_id, state, record)
         return result
-
-    def _notify(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
-        services = self.services
-        if not reply_to or not reply_to.startswith(services.settings.response_queue_prefix):
-            return
-        notice = record
-        if len(record) > services.settings.inline_max_bytes:
-            notice = json.dumps({"task_id": task_id, "status": state, "stored_only": True})
-        try:
-            services.send_to_queue(reply_to, notice)
-        except QueueGone:
-            log.info("response queue %s is gone; the result stays in S3", reply_to)
-        except Exception:
-            # The result is safe in S3, and the client's safety check will find it.
-            log.exception("could not notify %s of task %s", reply_to, task_id)
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         """Storing and reading results is retried, with backoff, through endpoint faults."""
@@ -219,4 +199,10 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
 
 
 def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
+    """Seconds left before ``deadline`` (None: no deadline); past it, Celery's timeout."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise CeleryTimeoutError("The operation timed out.")
+    return remaining

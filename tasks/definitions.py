@@ -17,8 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
 
 from config import Settings
-from tasks import imaging, inbox, stats
+from tasks import inbox
 from tasks.codec import PayloadRef
+from tasks.compute import imaging, stats
 from tasks.errors import InvalidImage, InvalidInput, InvalidNumbers
 
 __all__ = ["TaskSet", "register"]

@@ -13,11 +13,32 @@ that it can be rebuilt from its ``args``.
     │   ├── InvalidArguments    arguments that do not fit the task (count, names, types)
     │   ├── InvalidMessage      a task message that cannot run as sent (also dead-lettered)
     │   └── LimitExceeded       over a limit (integers, pixels, bytes, JSON nesting depth)
-    ├── PayloadError            a claim-checked payload is missing or corrupt
-    └── ResponseQueueError      the client's response queue could not be used
+    ├── PayloadError            a claim-checked payload is missing, corrupt or not the task's
+    ├── ResponseQueueError      the client's response queue could not be used
+    ├── QueueNotProvisioned     a queue the app needs does not exist: provisioning has not run
+    ├── QueueGone               a queue was deleted (reaped) or never created
+    └── BatchSendError          SQS refused some messages of a batch send
+
+A ``ValueError`` from :mod:`config` (``SettingsError``) stands apart: ``config``
+imports nothing of the project.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "BatchSendError",
+    "CloudworkerError",
+    "InvalidArguments",
+    "InvalidImage",
+    "InvalidInput",
+    "InvalidMessage",
+    "InvalidNumbers",
+    "LimitExceeded",
+    "PayloadError",
+    "QueueGone",
+    "QueueNotProvisioned",
+    "ResponseQueueError",
+]
 
 
 class CloudworkerError(Exception):
@@ -63,3 +84,15 @@ class PayloadError(CloudworkerError):
 
 class ResponseQueueError(CloudworkerError):
     """The client's response queue could not be created or read."""
+
+
+class QueueNotProvisioned(CloudworkerError):
+    """A queue the app needs does not exist: the provisioning step has not run."""
+
+
+class QueueGone(CloudworkerError):
+    """The queue does not exist (never created, deleted or reaped)."""
+
+
+class BatchSendError(CloudworkerError):
+    """Some messages of a batch were refused by SQS."""

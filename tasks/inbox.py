@@ -35,7 +35,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from config import Settings
-from tasks import imaging
+from tasks.compute import imaging
 from tasks.errors import InvalidInput
 from tasks.objectstore import ObjectStore
 

@@ -1,14 +1,26 @@
-"""The client's response queue: where workers push a notice when a task ends.
+"""Response queues: where a worker pushes a notice when a task ends, and the caller waits.
 
-Each client process owns one SQS queue, created on its first task, named
-``<prefix>resp-<random>`` and tagged with its creation time and last use. The
-queue's name travels with every task as Celery's ``reply_to``. Waiting is one
-long poll at a time (pushed, not polled on an interval); every notice received
-is filed by task id, so threads waiting on different tasks share the polls:
-one thread receives, without holding the lock, and wakes the others as soon as
-it has filed their notices (see :meth:`Mailbox.wait`).
-The queue is deleted when the process exits; the reaper deletes the queues of
-processes that crashed (see :mod:`tasks.reaper`).
+The whole concept lives here, both halves and what passes between them:
+
+* **The notice** a worker sends when a task ends (:func:`notice`): the task's
+  result record itself when it is small, else a pointer saying the record is
+  only in S3. :func:`notice_task_id` and :func:`is_stored_only` read one.
+* **The client half**, :class:`Mailbox`: each client process owns one SQS queue,
+  created on its first task, named ``<prefix>resp-<random>`` and tagged with its
+  creation time and last use (:class:`~tasks.queues.OwnedQueue`). The queue's
+  name travels with every task as Celery's ``reply_to``. Waiting is one long poll
+  at a time (pushed, not polled on an interval); every notice received is filed
+  by task id, so threads waiting on different tasks share the polls: one thread
+  receives, without holding the lock, and wakes the others as soon as it has
+  filed their notices (see :meth:`Mailbox.wait`). The queue is deleted when the
+  process exits; the reaper deletes the queues of processes that crashed
+  (:mod:`tasks.reaper`).
+* **The worker half**, :class:`Notifier`: sends a notice to the queue a task's
+  ``reply_to`` names, if it is a response queue of this deployment, resolving
+  and remembering queue URLs.
+
+Both are per process: :class:`~tasks.services.Services` makes them, and makes
+new ones in a forked child (a child must never read its parent's notices).
 """
 
 from __future__ import annotations
@@ -17,33 +29,52 @@ import atexit
 import json
 import logging
 import math
-import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
+
+from kombu.utils.functional import LRUCache
 
 from config import Settings
 from tasks.errors import ResponseQueueError
-from tasks.queues import QueueGone, QueueService
+from tasks.queues import OwnedQueue, QueueGone, QueueService
 
-__all__ = ["CREATED_TAG", "SEEN_TAG", "Mailbox"]
+__all__ = ["Mailbox", "Notifier", "is_stored_only", "notice", "notice_task_id"]
 
 log = logging.getLogger(__name__)
 
-CREATED_TAG = "cloudworker:created"
-SEEN_TAG = "cloudworker:seen"
 #: How many task ids and notices a process remembers.
 _MEMORY = 10_000
+#: How many response queue URLs a worker remembers.
+_URL_MEMORY = 1024
 
 
-class _Lru(OrderedDict[str, str]):
-    def remember(self, key: str, value: str) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > _MEMORY:
-            self.popitem(last=False)
+# -- the notice ----------------------------------------------------------------------------
+
+
+def notice(task_id: str, state: str, record: str, *, inline_max_bytes: int) -> str:
+    """What a worker sends when ``task_id`` ended: the record, or a pointer to it in S3."""
+    if len(record) <= inline_max_bytes:
+        return record
+    return json.dumps({"task_id": task_id, "status": state, "stored_only": True})
+
+
+def notice_task_id(body: str) -> str | None:
+    """The task a notice is about (None for a body that is not a notice)."""
+    try:
+        task_id = json.loads(body).get("task_id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+def is_stored_only(body: str) -> bool:
+    """Whether a notice only says that the result is in S3."""
+    return bool(json.loads(body).get("stored_only"))
+
+
+# -- the client half -------------------------------------------------------------------------
 
 
 class Mailbox:
@@ -55,57 +86,45 @@ class Mailbox:
         self._lock = threading.RLock()
         #: Notified whenever notices are filed or the poller role is released.
         self._filed = threading.Condition(self._lock)
-        self._pid = -1
-        self._reset()
-
-    def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._name = f"{self._settings.response_queue_prefix}{uuid.uuid4().hex}"
-        self._url: str | None = None
-        self._touched = 0.0
-        self._sent = _Lru()
-        self._notices = _Lru()
-        #: Whether a thread of this process is receiving for :meth:`wait` (the poller).
+        self._name = self._new_name()
+        self._queue: OwnedQueue | None = None
+        self._closes_at_exit = False
+        self._sent: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
+        self._notices: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
+        #: Whether a thread is receiving for :meth:`wait` (the poller).
         self._polling = False
         #: Notices received for a task that already had one (a task run twice).
         self.duplicate_notices = 0
         #: Of those, notices whose result differed from the first (never expected).
         self.conflicting_notices = 0
 
-    def _own(self) -> None:
-        # A forked child must not share its parent's queue: it would steal notices.
-        if self._pid != os.getpid():
-            self._reset()
-
     @property
     def name(self) -> str:
         """The queue's name: the address workers reply to."""
         with self._lock:
-            self._own()
             return self._name
 
     @property
     def url(self) -> str | None:
         """The queue's URL once it exists."""
-        return self._url
+        queue = self._queue
+        return None if queue is None else queue.url
 
     def expect(self, task_id: str) -> None:
         """Note that this process sent ``task_id``; make sure the queue exists."""
         with self._lock:
-            self._own()
-            self._sent.remember(task_id, "")
+            self._sent[task_id] = ""
             self._ensure_queue()
 
     def sent(self, task_id: str) -> bool:
         """Whether this process sent ``task_id`` (so its notice comes here)."""
-        with self._lock:
-            self._own()
-            return task_id in self._sent
+        return task_id in self._sent
 
     def notice(self, task_id: str) -> str | None:
         """The notice received for ``task_id``, if any."""
         with self._lock:
-            return self._notices.get(task_id)
+            found: str | None = self._notices.get(task_id)
+            return found
 
     def wait(self, task_id: str, timeout: float) -> str | None:
         """The notice for ``task_id``, waiting up to about ``timeout`` seconds; None if none.
@@ -120,11 +139,10 @@ class Mailbox:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                self._own()  # a forked child has no poller: reset before checking
                 while True:
-                    notice = self._notices.get(task_id)
-                    if notice is not None:
-                        return notice
+                    found = self._notices.get(task_id)
+                    if found is not None:
+                        return str(found)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
@@ -147,14 +165,13 @@ class Mailbox:
         to one receiver), but :meth:`wait` has only one thread poll at a time.
         """
         with self._lock:
-            self._own()
             url = self._ensure_queue()
         wait = max(0, min(self._settings.wait_seconds, math.ceil(wait_seconds)))
         try:
             messages = self._queues().receive(url, wait_seconds=wait)
         except QueueGone:
             with self._lock:
-                if self._url == url:  # not renewed yet by another thread
+                if self.url == url:  # not renewed yet by another thread
                     log.warning("response queue %s vanished; a new one will be created", self._name)
                     self._renew()
             return 0
@@ -168,12 +185,13 @@ class Mailbox:
     def _file(self, bodies: list[str]) -> None:
         # Called with the lock held.
         for body in bodies:
-            task_id = _task_id_of(body)
+            task_id = notice_task_id(body)
             if task_id is None:
+                log.warning("ignoring a malformed notice on the response queue: %.80r", body)
                 continue
             first = self._notices.get(task_id)
             if first is None:
-                self._notices.remember(task_id, body)
+                self._notices[task_id] = body
                 continue
             # A rerun (after a crash) notifies again with the stored, first
             # result; the first notice stands either way.
@@ -184,58 +202,83 @@ class Mailbox:
     def close(self) -> None:
         """Delete the queue (at exit); a later task creates a new one."""
         with self._lock:
-            url, self._url = self._url, None
-            if url is not None and self._pid == os.getpid():
-                try:
-                    self._queues().delete_queue(url)
-                except Exception as exc:  # noqa: BLE001 - at exit, a warning is all we can do
-                    log.warning("could not delete response queue %s: %s", self._name, exc)
+            queue, self._queue = self._queue, None
+        if queue is not None:
+            try:
+                self._queues().delete_queue(queue.url)
+            except Exception as exc:  # noqa: BLE001 - at exit, a warning is all we can do
+                log.warning("could not delete response queue %s: %s", self._name, exc)
+
+    def disown(self) -> None:
+        """Forget the queue without deleting it: it is a parent process's (after a fork)."""
+        self._queue = None
+        self._lock = threading.RLock()  # it may have been held by another thread at fork
+        self._filed = threading.Condition(self._lock)
+
+    def _new_name(self) -> str:
+        return f"{self._settings.response_queue_prefix}{uuid.uuid4().hex}"
 
     def _renew(self) -> None:
         # SQS refuses to re-create a deleted queue's name for 60 s, so take a new
         # name. Notices already sent to the old one are lost; the backend's S3
         # safety check finds those results.
-        self._name = f"{self._settings.response_queue_prefix}{uuid.uuid4().hex}"
-        self._url = None
+        self._name = self._new_name()
+        self._queue = None
 
     def _ensure_queue(self) -> str:
-        now = time.time()
-        if (
-            self._url is not None
-            and now - self._touched < self._settings.response_queue_max_age / 4
-        ):
-            return self._url
+        queue = self._queue
+        if queue is not None:
+            try:
+                queue.touch(self._queues(), every=self._settings.response_queue_max_age / 4)
+                return queue.url
+            except QueueGone:
+                log.warning("response queue %s was reaped; a new one will be created", self._name)
+                self._renew()
+        retention = min(max(self._settings.response_queue_max_age, 60), 1_209_600)
         try:
-            if self._url is not None:
-                self._queues().tag(self._url, {SEEN_TAG: str(int(now))})
-                self._touched = now
-                return self._url
-        except QueueGone:
-            log.warning("response queue %s was reaped; a new one will be created", self._name)
-            self._renew()
-        first = self._touched == 0.0
-        try:
-            self._url = self._queues().create(
-                self._name,
-                attributes=self._attributes(),
-                tags={CREATED_TAG: str(int(now)), SEEN_TAG: str(int(now))},
-            )
+            self._queue = OwnedQueue.create(self._queues(), self._name, retention=retention)
         except Exception as exc:
             raise ResponseQueueError(f"cannot create response queue {self._name}: {exc}") from exc
-        self._touched = now
-        if first:
+        if not self._closes_at_exit:
+            self._closes_at_exit = True
             atexit.register(self.close)
-        return self._url
-
-    def _attributes(self) -> dict[str, str]:
-        retention = min(max(self._settings.response_queue_max_age, 60), 1_209_600)
-        return {"MessageRetentionPeriod": str(retention), "VisibilityTimeout": "30"}
+        return self._queue.url
 
 
-def _task_id_of(body: str) -> str | None:
-    try:
-        task_id = json.loads(body).get("task_id")
-    except (ValueError, AttributeError):
-        log.warning("ignoring a malformed notice on the response queue: %.80r", body)
-        return None
-    return task_id if isinstance(task_id, str) else None
+# -- the worker half -------------------------------------------------------------------------
+
+
+class Notifier:
+    """Sends notices to the response queues tasks name as their ``reply_to``."""
+
+    def __init__(self, queues: Callable[[], QueueService], settings: Settings) -> None:
+        self._queues = queues
+        self._settings = settings
+        self._urls: LRUCache = LRUCache(limit=_URL_MEMORY)  # type: ignore[no-untyped-call]
+
+    def send(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
+        """Notify ``reply_to`` that ``task_id`` ended; the result is in S3 already.
+
+        Never raises: a queue that is gone or cannot be reached costs only the
+        push, since the waiting client also looks in S3.
+        """
+        if not reply_to or not reply_to.startswith(self._settings.response_queue_prefix):
+            return
+        body = notice(task_id, state, record, inline_max_bytes=self._settings.inline_max_bytes)
+        try:
+            self._send(reply_to, body)
+        except QueueGone:
+            log.info("response queue %s is gone; the result stays in S3", reply_to)
+        except Exception:
+            log.exception("could not notify %s of task %s", reply_to, task_id)
+
+    def _send(self, name: str, body: str) -> None:
+        queues = self._queues()
+        url = self._urls.get(name)
+        if url is None:
+            url = self._urls[name] = queues.url_of(name)
+        try:
+            queues.send(url, body)
+        except QueueGone:
+            self._urls.pop(name, None)
+            raise

@@ -1,9 +1,14 @@
-"""Queues for small messages: a small interface over SQS.
+"""Queues for small messages: a small interface over SQS, and its vocabulary.
 
 Celery's own task traffic goes through kombu's SQS transport; this interface is
 for what cloudworker does beside it: the clients' response queues, the notices
-workers send to them, and reaping abandoned ones. :class:`SQSQueueService` is
-the real one; :class:`MemoryQueueService` is the stub for unit tests.
+workers send to them, monitoring receivers' queues, dead letters, and reaping
+abandoned queues. :class:`SQSQueueService` is the real one;
+:class:`MemoryQueueService` is the stub for unit tests.
+
+The SQS words every part of cloudworker shares live here too: the tags of a
+queue one process owns (:class:`OwnedQueue`), the attributes of a dead letter,
+the error codes of a queue that does not exist, and SQS's batches of ten.
 """
 
 from __future__ import annotations
@@ -13,29 +18,53 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
+from tasks.errors import QueueGone
+
 __all__ = [
+    "BATCH",
+    "CREATED_TAG",
     "GONE_CODES",
     "REASON_ATTRIBUTE",
     "REASON_KEY",
+    "SEEN_TAG",
     "SOURCE_ATTRIBUTE",
     "MemoryQueueService",
     "Message",
+    "OwnedQueue",
     "QueueGone",
     "QueueService",
     "SQSQueueService",
+    "batches",
     "is_gone",
     "name_of",
+    "receipt_entries",
 ]
 
+#: Tag of a queue one process owns: when it was created (epoch seconds).
+CREATED_TAG = "cloudworker:created"
+#: Tag of a queue one process owns: when it was last used (epoch seconds).
+SEEN_TAG = "cloudworker:seen"
+#: Most entries SQS takes in one batch request (send, delete, change visibility).
+BATCH = 10
 
-class QueueGone(Exception):
-    """The queue does not exist (never created, deleted or reaped)."""
+T = TypeVar("T")
+
+
+def batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in SQS batches of :data:`BATCH`."""
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
+
+def receipt_entries(receipts: Sequence[str], **extra: Any) -> list[dict[str, Any]]:
+    """Batch-request entries for receipt handles (``Id`` is the position)."""
+    return [{"Id": str(i), "ReceiptHandle": r, **extra} for i, r in enumerate(receipts)]
 
 
 @dataclass(frozen=True)
@@ -188,18 +217,12 @@ class SQSQueueService(QueueService):
         return [_message(m) for m in response.get("Messages", [])]
 
     def delete_messages(self, url: str, receipts: Sequence[str]) -> None:
-        for start in range(0, len(receipts), 10):
-            batch = receipts[start : start + 10]
-            entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(batch)]
-            self._call("delete_message_batch", QueueUrl=url, Entries=entries)
+        for batch in batches(receipts):
+            self._call("delete_message_batch", QueueUrl=url, Entries=receipt_entries(batch))
 
     def release(self, url: str, receipts: Sequence[str]) -> None:
-        for start in range(0, len(receipts), 10):
-            batch = receipts[start : start + 10]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0}
-                for i, r in enumerate(batch)
-            ]
+        for batch in batches(receipts):
+            entries = receipt_entries(batch, VisibilityTimeout=0)
             self._call("change_message_visibility_batch", QueueUrl=url, Entries=entries)
 
     def delete_queue(self, url: str) -> None:
@@ -207,15 +230,10 @@ class SQSQueueService(QueueService):
             self._call("delete_queue", QueueUrl=url)
 
     def list_urls(self, prefix: str) -> list[str]:
-        urls: list[str] = []
-        kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
-        while True:
-            response = self._call("list_queues", **kwargs)
-            urls.extend(response.get("QueueUrls", []))
-            token = response.get("NextToken")
-            if not token:
-                return urls
-            kwargs["NextToken"] = token
+        pages = self._sqs.get_paginator("list_queues").paginate(
+            QueueNamePrefix=prefix, PaginationConfig={"PageSize": 1000}
+        )
+        return [url for page in pages for url in page.get("QueueUrls", [])]
 
     def tags(self, url: str) -> dict[str, str]:
         found: dict[str, str] = self._call("list_queue_tags", QueueUrl=url).get("Tags", {})
@@ -223,6 +241,41 @@ class SQSQueueService(QueueService):
 
     def tag(self, url: str, tags: Mapping[str, str]) -> None:
         self._call("tag_queue", QueueUrl=url, Tags=dict(tags))
+
+
+@dataclass
+class OwnedQueue:
+    """A queue that belongs to one process: a client's response queue, a receiver's.
+
+    SQS has no auto-delete, so such a queue is tagged when it is created and
+    tagged again, now and then, while its process uses it; the reaper
+    (:mod:`tasks.reaper`) deletes the ones whose process stopped doing so.
+    """
+
+    url: str
+    #: When it was last tagged as in use (epoch seconds).
+    touched: float
+
+    @classmethod
+    def create(cls, queues: QueueService, name: str, *, retention: int) -> OwnedQueue:
+        """Create queue ``name`` (idempotent), tagged as created and used now."""
+        now = time.time()
+        url = queues.create(
+            name,
+            attributes={"MessageRetentionPeriod": str(retention), "VisibilityTimeout": "30"},
+            tags={CREATED_TAG: str(int(now)), SEEN_TAG: str(int(now))},
+        )
+        return cls(url, now)
+
+    def touch(self, queues: QueueService, *, every: float) -> None:
+        """Tag the queue as in use if it was last tagged ``every`` seconds ago or more.
+
+        Raises :class:`QueueGone` when the queue was deleted (reaped) meanwhile.
+        """
+        now = time.time()
+        if now - self.touched >= every:
+            queues.tag(self.url, {SEEN_TAG: str(int(now))})
+            self.touched = now
 
 
 @dataclass

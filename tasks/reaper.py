@@ -3,11 +3,12 @@
 SQS has no auto-delete, so a crashed process's queue would live for ever. Two
 kinds of queue belong to one process: a client's response queue
 (:mod:`tasks.mailbox`) and a monitoring receiver's queue (Flower, ``celery
-events``, a worker's control queue, a control reply queue: :mod:`tasks.fanout`).
+events``, a worker's control queue, a control reply queue: :mod:`tasks.sqs.fanout`).
 Both are tagged with their creation time and last use, refreshed while their
 process lives; one unused for longer than ``response_queue_max_age`` seconds is
 deleted by ``python -m client reap`` and by every worker (at start, then every
-quarter of that age). A receiver queue is subscribed to an SNS topic, so its
+quarter of that age: the :class:`Reaper` worker bootstep, which starts and
+stops with the worker). A receiver queue is subscribed to an SNS topic, so its
 subscription is removed too. A live client that finds its queue reaped creates
 it again.
 """
@@ -15,14 +16,17 @@ it again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from typing import Any
+
+from celery import bootsteps
 
 from config import Settings
-from tasks.mailbox import CREATED_TAG, SEEN_TAG
-from tasks.queues import QueueGone, QueueService, name_of
+from tasks.queues import CREATED_TAG, SEEN_TAG, QueueGone, QueueService, name_of
 from tasks.topics import TopicService
 
-__all__ = ["reap"]
+__all__ = ["Reaper", "reap"]
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +94,38 @@ def _epoch(value: str | None) -> int:
         return int(value or 0)
     except ValueError:
         return 0
+
+
+class Reaper(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A worker bootstep: :func:`reap` at start, then every quarter of the max age.
+
+    It runs in a thread of its own (each pass is a few blocking SQS and SNS
+    requests, which must not stall the worker's event loop) that stops with the
+    worker.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._services = parent.app.services
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, name="cloudworker-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        services = self._services
+        interval = max(60.0, services.settings.response_queue_max_age / 4)
+        while not self._stopped.is_set():
+            try:
+                reaped = reap(services.queues(), services.settings, topics=services.topics())
+                if reaped:
+                    log.info("reaped %d abandoned queue(s): %s", len(reaped), ", ".join(reaped))
+            except Exception:
+                log.exception("reaping abandoned queues failed")
+            self._stopped.wait(interval)

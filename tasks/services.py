@@ -2,33 +2,39 @@
 
 :class:`Services` binds the settings to an :class:`~tasks.objectstore.ObjectStore`
 (S3), a :class:`~tasks.queues.QueueService` (SQS) and a
-:class:`~tasks.topics.TopicService` (SNS), built lazily so that
-importing the app makes no AWS call, and rebuilt after a fork. Unit tests pass
-the in-memory stubs instead.
+:class:`~tasks.topics.TopicService` (SNS), and to what is built on them: the
+claim-check codec, this process's response queue (:class:`~tasks.mailbox.Mailbox`)
+and the worker's :class:`~tasks.mailbox.Notifier`. They are built lazily, so
+that importing the app makes no AWS call. Unit tests pass the in-memory stubs.
+
+Everything here is per process: boto3 clients must not cross a ``fork()``
+(Celery's prefork pool forks the worker after the app is made), and a child
+that kept its parent's response queue would steal its notices. One after-fork
+hook (:func:`os.register_at_fork`) drops it all in the child, which builds its
+own on first use. Celery makes one result backend per thread
+(``celery/app/base.py``), so the mailbox lives here, shared by the threads of
+a process, not on the backend.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from config import Settings
 from tasks import aws
 from tasks.codec import ClaimCheck, Codec
-from tasks.mailbox import Mailbox
+from tasks.mailbox import Mailbox, Notifier
 from tasks.objectstore import ObjectStore, S3ObjectStore
-from tasks.queues import QueueGone, QueueService, SQSQueueService
+from tasks.queues import QueueService, SQSQueueService
 from tasks.topics import SNSTopicService, TopicService
 
 __all__ = ["Services"]
 
 T = TypeVar("T")
-
-#: How many reply queue URLs a worker remembers.
-_URL_MEMORY = 1024
 
 
 class Services:
@@ -49,24 +55,26 @@ class Services:
         self._make_queues = queues or (lambda: SQSQueueService(aws.client("sqs", settings)))
         self._make_topics = topics or (lambda: SNSTopicService(aws.client("sns", settings)))
         self._lock = threading.Lock()
-        self._pid = -1
         self._made: dict[str, Any] = {}  # what the factories made, in this process
-        self._urls: OrderedDict[str, str] = OrderedDict()
         self.claims = ClaimCheck(
             self.store,
             inline_max_bytes=settings.inline_max_bytes,
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.codec = Codec(self.claims)
-        self._mailbox: Mailbox | None = None
+        _after_fork(self._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: drop what the parent made (its queue stays the parent's)."""
+        mailbox = self._made.get("mailbox")
+        if isinstance(mailbox, Mailbox):
+            mailbox.disown()
+        self._made = {}
+        self._lock = threading.Lock()
 
     def _own(self, kind: str, make: Callable[[], T]) -> T:
-        """What ``make`` returns, made once per process (clients must not cross a fork)."""
+        """What ``make`` returns, made once in this process."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._made.clear()
-                self._urls.clear()
             if kind not in self._made:
                 self._made[kind] = make()
             made: T = self._made[kind]
@@ -86,27 +94,22 @@ class Services:
 
     @property
     def mailbox(self) -> Mailbox:
-        """This process's response queue (created on first use)."""
-        if self._mailbox is None:
-            with self._lock:
-                if self._mailbox is None:
-                    self._mailbox = Mailbox(self.queues, self.settings)
-        return self._mailbox
+        """This process's response queue (created on its first task)."""
+        return self._own("mailbox", lambda: Mailbox(self.queues, self.settings))
 
-    def send_to_queue(self, name: str, body: str) -> None:
-        """Send ``body`` to queue ``name``, resolving and caching its URL."""
-        queues = self.queues()
-        with self._lock:
-            url = self._urls.get(name)
-        if url is None:
-            url = queues.url_of(name)
-            with self._lock:
-                self._urls[name] = url
-                while len(self._urls) > _URL_MEMORY:
-                    self._urls.popitem(last=False)
-        try:
-            queues.send(url, body)
-        except QueueGone:
-            with self._lock:
-                self._urls.pop(name, None)
-            raise
+    @property
+    def notifier(self) -> Notifier:
+        """Sends this worker's notices to the callers' response queues."""
+        return self._own("notifier", lambda: Notifier(self.queues, self.settings))
+
+
+def _after_fork(method: Callable[[], None]) -> None:
+    """Call bound ``method`` in every child forked from now on, while its object lives."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        alive = ref()
+        if alive is not None:
+            alive()
+
+    os.register_at_fork(after_in_child=call)

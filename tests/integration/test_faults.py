@@ -1,7 +1,7 @@
 """The worker survives its endpoint failing: 5xx answers, resets, delays, a 30 s cut.
 
 A second worker serves its own queue and reaches the endpoint only through a
-fault-injecting proxy (:mod:`tests.faultproxy`); the client talks to the
+fault-injecting proxy (:mod:`tests.support.faultproxy`); the client talks to the
 endpoint directly. Every task must be answered, once, and the worker must be
 alive afterwards.
 """
@@ -20,8 +20,8 @@ from deploy import local
 from deploy.provision import provision
 from tasks.application import CloudworkerCelery, create_app
 from tasks.definitions import TaskSet, register
-from tests.faultproxy import FaultProxy
 from tests.integration.conftest import ROOT, LocalStack
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from config import Settings
-from tasks.mailbox import CREATED_TAG, SEEN_TAG
-from tasks.queues import MemoryQueueService
+from tasks.queues import CREATED_TAG, SEEN_TAG, MemoryQueueService
 from tasks.reaper import reap
 from tasks.topics import MemoryTopicService
 

@@ -1,4 +1,4 @@
-"""Unit tests of tasks.stats.compute_stats.
+"""Unit tests of tasks.compute.stats.compute_stats.
 
 Every expected value is computed independently (by hand, or with ``sorted`` and
 ``Fraction`` on Python ints), so that the numpy fast path, the exact path and
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks.compute.stats import compute_stats
 from tasks.errors import InvalidInput, InvalidNumbers, LimitExceeded
-from tasks.stats import compute_stats
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)

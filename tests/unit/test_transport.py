@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.transport import _envelope_problem, _headers_of, seconds_until_due
+from tasks.sqs import _envelope_problem, _headers_of, seconds_until_due
 
 
 class Channel:

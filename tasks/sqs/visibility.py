@@ -23,6 +23,7 @@ from celery import bootsteps
 from celery.worker import state
 
 from tasks import aws
+from tasks.queues import batches, receipt_entries
 
 __all__ = ["VisibilityHeartbeat", "held_messages"]
 
@@ -52,7 +53,6 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         self.timeout = self._settings.visibility_timeout
         self.interval = max(1.0, self.timeout / 3)
         self._timer: Any = None
-        self.extended = 0
 
     def start(self, consumer: Any) -> None:
         if self.timeout > 0:
@@ -72,16 +72,11 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         sqs = aws.client("sqs", self._settings)
         for url, receipts in held.items():
-            for start in range(0, len(receipts), 10):
-                entries = [
-                    {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": self.timeout}
-                    for i, r in enumerate(receipts[start : start + 10])
-                ]
+            for batch in batches(receipts):
+                entries = receipt_entries(batch, VisibilityTimeout=self.timeout)
                 try:
-                    response = sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+                    sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
                 except Exception as exc:  # noqa: BLE001 - try again at the next beat
                     log.warning(
                         "could not extend the visibility of %d message(s): %s", len(entries), exc
                     )
-                    continue
-                self.extended += len(entries) - len(response.get("Failed") or [])

@@ -1,6 +1,6 @@
 """cloudworker's kombu transport: kombu's SQS transport with our defaults.
 
-Selected by configuration (``broker_transport = "tasks.transport:Transport"``),
+Selected by configuration (``broker_transport = "tasks.sqs:Transport"``),
 not by patching kombu. What it changes:
 
 * Messages travel as plain JSON. kombu's SQS transport base64-encodes every
@@ -10,13 +10,14 @@ not by patching kombu. What it changes:
 * Queues are never created as a side effect of the first message: they belong
   to the provisioning step (``python -m deploy provision``). Using a queue that
   does not exist is a clear :class:`QueueNotProvisioned` error.
-* Inside ``with tasks.batching.batch_sends():`` messages are collected and sent
-  with ``SendMessageBatch``, ten per request (see :mod:`tasks.batching`).
+* Inside ``with tasks.sqs.batch_sends.batch_sends():`` messages are collected and sent
+  with ``SendMessageBatch``, ten per request (see :mod:`tasks.sqs.batch_sends`).
 * A worker survives its endpoint failing. kombu 5.7's asynchronous receive turns
   a 5xx answer, a timeout or a broken connection into an empty *list*, on which
   the channel crashes (``'list' object has no attribute 'get'``) and the worker
   exits. Here such a receive counts as a failure: it is logged and retried after
-  an exponential backoff with jitter (0.5 s doubling to 30 s), and the first
+  an exponential backoff with full jitter (up to 0.5 s, doubling to 30 s; Celery's
+  ``get_exponential_backoff_interval``), and the first
   success resets it. Every asynchronous request also gets a connect and a total
   timeout (kombu's pycurl client sets none, so a hung connection would stall a
   queue for ever), longer than the long poll it carries.
@@ -41,7 +42,7 @@ not by patching kombu. What it changes:
   messages of its batch are delivered as usual (kombu's loop would abandon the
   rest of the batch, leaving them invisible until their visibility timeout).
 * Fanout exchanges work, through SNS, so that Celery's events and remote
-  control do (:mod:`tasks.fanout`); the transport says so in ``implements``,
+  control do (:mod:`tasks.sqs.fanout`); the transport says so in ``implements``,
   which is what makes a worker start its remote-control consumer.
 """
 
@@ -50,32 +51,40 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import pycurl
+from celery.utils.time import get_exponential_backoff_interval
 from kombu.asynchronous.http.curl import CurlClient
 from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from vine import promise
 
-from tasks.batching import BatchingClient, current_batch
 from tasks.codec import check_depth
-from tasks.errors import InvalidMessage, LimitExceeded
-from tasks.fanout import FanoutChannel
-from tasks.queues import GONE_CODES, REASON_ATTRIBUTE, REASON_KEY, SOURCE_ATTRIBUTE
+from tasks.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
+from tasks.queues import (
+    BATCH,
+    GONE_CODES,
+    REASON_ATTRIBUTE,
+    REASON_KEY,
+    SOURCE_ATTRIBUTE,
+    batches,
+    receipt_entries,
+)
+from tasks.sqs.batch_sends import BatchingClient, current_batch
+from tasks.sqs.fanout import FanoutChannel
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
 
 log = logging.getLogger(__name__)
 
-#: Pause after the first failed receive; it doubles with each failure in a row...
-_BACKOFF_FIRST = 0.5
-#: ...up to this many seconds.
-_BACKOFF_MAX = 30.0
+#: Longest pause (ms) after the first failed receive; it doubles with each failure
+#: in a row, up to the second; the pause is drawn below it (full jitter).
+_BACKOFF_FIRST_MS = 500
+_BACKOFF_MAX_MS = 30_000
 #: Seconds to set up a connection to the endpoint.
 _CONNECT_TIMEOUT = 5
 #: Seconds a request may take beyond the long poll it carries.
@@ -86,10 +95,6 @@ MAX_DELAY_SECONDS = 900
 _DUE_SLACK = 1.0
 #: Longest wait before acknowledged messages are deleted.
 _ACK_DELAY = 0.5
-
-
-class QueueNotProvisioned(Exception):
-    """A queue the app needs does not exist: the provisioning step has not run."""
 
 
 class Channel(FanoutChannel):
@@ -103,6 +108,7 @@ class Channel(FanoutChannel):
         """No base64 layer on the SQS message body either, unless configured."""
         return bool(self.transport_options.get("sqs_base64_encoding", False))
 
+    # kombu private: it would create any missing queue; here a missing one is an error.
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
         try:
             url: str = self._resolve_queue_url(queue)  # type: ignore[no-untyped-call]
@@ -114,6 +120,7 @@ class Channel(FanoutChannel):
             ) from None
         return url
 
+    # kombu's boto3 client, collected into SendMessageBatch inside batch_sends().
     def sqs(self, queue: str | None = None) -> Any:
         client = super().sqs(queue=queue)
         batch = current_batch()
@@ -123,6 +130,7 @@ class Channel(FanoutChannel):
 
     _dead_letter_urls: dict[str, str | None] | None = None
 
+    # kombu private: it deletes a rejected message; here it goes to the dead-letter queue.
     def _delete_rejected_message(self, delivery_tag: Any) -> None:
         try:
             info = self.qos.get(delivery_tag).delivery_info
@@ -171,6 +179,7 @@ class Channel(FanoutChannel):
 
     # -- every received message on its own ----------------------------------------------
 
+    # kombu private: parses the envelope; here with a bound on its depth.
     def _prepare_json_payload(self, text: str) -> Any:
         # kombu parses the envelope with no bound on its depth (a RecursionError
         # would fail the whole batch) and turns what is not JSON into a raw body.
@@ -183,6 +192,7 @@ class Channel(FanoutChannel):
         except ValueError as exc:  # e.g. a number past the int/str conversion limit
             raise InvalidMessage(f"the message is not JSON that can be read: {exc}") from None
 
+    # kombu private: wraps the envelope; here only one kombu and Celery can take.
     def _envelope_payload(self, payload: Any, raw_text: str, message: Any, q_url: str) -> Any:
         problem = _envelope_problem(payload)
         if problem is not None:
@@ -221,6 +231,7 @@ class Channel(FanoutChannel):
     _acks: dict[str, list[str]] | None = None
     _ack_flush_scheduled = False
 
+    # kombu deletes each acknowledged message at once; here in batches of ten.
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
         hub = self.hub
         try:
@@ -236,7 +247,7 @@ class Channel(FanoutChannel):
         pending = self._acks.setdefault(url, [])
         pending.append(receipt)
         virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-        if len(pending) >= 10:
+        if len(pending) >= BATCH:
             self._flush_acks(url)
         elif not self._ack_flush_scheduled:
             self._ack_flush_scheduled = True
@@ -250,11 +261,8 @@ class Channel(FanoutChannel):
 
     def _flush_acks(self, url: str) -> None:
         receipts = (self._acks or {}).pop(url, [])
-        for start in range(0, len(receipts), 10):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": r}
-                for i, r in enumerate(receipts[start : start + 10])
-            ]
+        for batch in batches(receipts):
+            entries = receipt_entries(batch)
             try:
                 response = self.sqs().delete_message_batch(QueueUrl=url, Entries=entries)
             except Exception as exc:  # noqa: BLE001 - they come back after the visibility timeout
@@ -269,6 +277,7 @@ class Channel(FanoutChannel):
 
     # -- delays through SQS --------------------------------------------------------------
 
+    # kombu private: publishes; here an eta becomes SQS DelaySeconds.
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message.setdefault("properties", {})
         if "delay_seconds" not in properties and "DelaySeconds" not in properties:
@@ -303,6 +312,7 @@ class Channel(FanoutChannel):
     _receive_failures = 0
     _receive_pause = 0.0
 
+    # kombu private: a failed receive is a list it crashes on; one bad message fails its batch.
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
         if isinstance(messages, dict):
             if self._receive_failures:
@@ -315,8 +325,13 @@ class Channel(FanoutChannel):
             self._deliver_each(queue, qname, received)
             return len(received)
         self._receive_failures += 1
-        pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self._receive_failures - 1))
-        self._receive_pause = pause * random.uniform(0.8, 1.2)
+        pause_ms = get_exponential_backoff_interval(
+            factor=_BACKOFF_FIRST_MS,
+            retries=self._receive_failures - 1,
+            maximum=_BACKOFF_MAX_MS,
+            full_jitter=True,
+        )
+        self._receive_pause = pause_ms / 1000
         log.warning(
             "receiving from %s failed (server error, timeout or lost connection, %d in a row); "
             "trying again in %.1f s",
@@ -326,6 +341,7 @@ class Channel(FanoutChannel):
         )
         return 0
 
+    # kombu private: an error answer of an async receive would end the worker.
     def _get_from_sqs(
         self, queue_name: str, queue_url: str, connection: Any, count: int = 1, callback: Any = None
     ) -> Any:
@@ -341,6 +357,7 @@ class Channel(FanoutChannel):
             self.revive_receiver(qname)
         callback([])  # not a dict: a failed receive, retried after a backoff
 
+    # kombu private: schedules the next receive; here after the backoff of a failure.
     def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
         hub = self.hub
         if self._receive_failures and hub is not None:
@@ -348,6 +365,7 @@ class Channel(FanoutChannel):
             return
         super()._loop1(queue, messages_fetched)
 
+    # kombu private: the async client; here with request timeouts (kombu sets none).
     def asynsqs(self, queue: str | None = None) -> Any:
         connection = super().asynsqs(queue=queue)  # type: ignore[no-untyped-call]
         if not isinstance(connection._httpclient, _TimedCurlClient):
@@ -432,6 +450,7 @@ class _TimedCurlClient(CurlClient):
         super().__init__(hub)
         self._timeout_ms = int(timeout * 1000)
 
+    # kombu private: sets no timeout on a pycurl request.
     def _setup_request(
         self, curl: Any, request: Any, buffer: Any, headers: Any, *args: Any
     ) -> None:

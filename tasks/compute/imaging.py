@@ -85,6 +85,7 @@ from PIL import Image, ImageChops, ImageFile, ImageOps, UnidentifiedImageError
 from tasks.errors import InvalidImage, InvalidInput, LimitExceeded
 
 __all__ = [
+    "INPUT_EXTENSIONS",
     "SUPPORTED_INPUT_FORMATS",
     "SUPPORTED_OUTPUT_FORMATS",
     "check_output_format",
@@ -168,6 +169,13 @@ def _grey_savable_formats() -> frozenset[str]:
 
 SUPPORTED_OUTPUT_FORMATS: Final[frozenset[str]] = _grey_savable_formats()
 """Pillow format names an 8-bit grey image can be written in (``'JPEG'``, ``'PNG'``, ...)."""
+
+INPUT_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    ext.lower()
+    for ext, fmt in Image.registered_extensions().items()
+    if fmt in SUPPORTED_INPUT_FORMATS
+)
+"""File extensions (``'.jpg'``, ...) Pillow gives the formats accepted as input."""
 
 _EXTENSION_FORMATS: Final[dict[str, str]] = {
     ext.lower(): fmt

@@ -4,7 +4,7 @@ Celery acknowledges (deletes) a task message it cannot decode, so it is gone
 without a trace, and logs every refusal with a traceback. Here every message the
 worker refuses (undecodable, an unknown task, a broken header or body found by
 :mod:`tasks.admission`, a content type other than JSON) is rejected with its
-reason, which the transport (:mod:`tasks.transport`) attaches when it moves the
+reason, which the transport (:mod:`tasks.sqs`) attaches when it moves the
 message to the dead-letter queue, where ``python -m client dlq list`` shows it.
 The log gets one line, since a refusal is expected, not a bug. When the message
 names a task id, the caller is answered at once with the typed error

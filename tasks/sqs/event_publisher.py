@@ -42,8 +42,6 @@ class BatchPublisher:
         self._lock = threading.Lock()
         #: Messages dropped (queue full or SNS failing).
         self.dropped = 0
-        #: PublishBatch requests made.
-        self.requests = 0
 
     def submit(self, exchange: str, message: str) -> None:
         """Queue ``message`` for the topic of ``exchange``; never blocks."""
@@ -102,7 +100,6 @@ class BatchPublisher:
 
     def _send(self, batch: list[tuple[str, str]]) -> None:
         try:
-            self.requests += 1
             response = self._client.publish_batch(
                 TopicArn=self._topic_arn(batch[0][0]),
                 PublishBatchRequestEntries=[

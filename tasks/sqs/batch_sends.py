@@ -15,16 +15,14 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from tasks.errors import BatchSendError
+from tasks.queues import BATCH
+
 __all__ = ["BatchSendError", "BatchingClient", "SendBatch", "batch_sends", "current_batch"]
 
-#: SendMessageBatch takes at most ten messages...
-_BATCH_COUNT = 10
-#: ...and, on queues older than 2025, at most 256 KiB in all.
+#: SendMessageBatch takes at most ten messages (BATCH) and, on queues older than
+#: 2025, at most 256 KiB in all.
 _BATCH_BYTES = 256 * 1024
-
-
-class BatchSendError(Exception):
-    """Some messages of a batch were refused by SQS."""
 
 
 class SendBatch:
@@ -44,7 +42,7 @@ class SendBatch:
             _, entries = self._pending.setdefault(url, (client, []))
             size = sum(len(e["MessageBody"]) for e in entries)
             if entries and (
-                len(entries) == _BATCH_COUNT or size + len(entry["MessageBody"]) > _BATCH_BYTES
+                len(entries) == BATCH or size + len(entry["MessageBody"]) > _BATCH_BYTES
             ):
                 self._send(url)
                 _, entries = self._pending.setdefault(url, (client, []))

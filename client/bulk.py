@@ -1,7 +1,7 @@
 """Submitting many inputs at once: batched sends, a progress bar, a summary.
 
 Every input becomes one task. The messages are sent with SQS batch sends (ten
-per request, :func:`tasks.transport.batch_sends`), then the answers are
+per request, :func:`tasks.batch_sends`), then the answers are
 collected from this process's response queue as they arrive. A bad input (one
 the client cannot read, the sender refuses, or the worker refuses) is recorded
 and the batch goes on; the caller decides the exit status from the items.
@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from tasks.batching import batch_sends
+from tasks import batch_sends
 from tasks.errors import InvalidInput
 
 __all__ = ["Item", "Progress", "Report", "run"]

@@ -56,7 +56,7 @@ ALLOWED_WILDCARDS = {
 }
 #: ListQueues is authorised on the account's queue namespace only, never on a queue.
 LIST_QUEUES = (["sqs:ListQueues"], SQS + "*")
-#: What the monitoring transport needs of SNS (the contract with tasks/fanout.py).
+#: What the monitoring transport needs of SNS (the contract with tasks/sqs/fanout.py).
 SNS_ACTIONS = {
     "sns:CreateTopic",
     "sns:Publish",

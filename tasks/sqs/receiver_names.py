@@ -33,16 +33,20 @@ MAX_QUEUE_NAME = 80
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # as kombu's SQS names: "." -> "-", others -> "_"
 
-_incarnation: tuple[int, str] = (-1, "")
+_incarnation = uuid.uuid4().hex[:8]
 
 
 def incarnation() -> str:
     """A short token unique to this process (a forked child gets its own)."""
+    return _incarnation
+
+
+def _new_incarnation() -> None:
     global _incarnation
-    pid = os.getpid()
-    if _incarnation[0] != pid:
-        _incarnation = (pid, uuid.uuid4().hex[:8])
-    return _incarnation[1]
+    _incarnation = uuid.uuid4().hex[:8]
+
+
+os.register_at_fork(after_in_child=_new_incarnation)
 
 
 @dataclass(frozen=True)

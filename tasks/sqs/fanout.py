@@ -15,9 +15,9 @@ to that topic with raw delivery. On top of that it
 * declares Celery's events exchange (``celeryev``) as fanout, so that every
   event receiver (Flower, ``celery events``) gets every event, and publishes
   events from a background thread, ten per request
-  (:mod:`tasks.snspublisher`), so that a slow SNS never holds up a worker;
+  (:mod:`tasks.sqs.event_publisher`), so that a slow SNS never holds up a worker;
 * routes a control reply to the asking process's reply queue, whose name it
-  derives from the reply's routing key (:mod:`tasks.receivers`);
+  derives from the reply's routing key (:mod:`tasks.sqs.receiver_names`);
 * creates the queues that exist only for one receiver, under their own prefix
   and tagged with when they were created and last used, keeps the reply queue
   of a process for its whole life instead of deleting it after every request
@@ -39,19 +39,16 @@ import logging
 import math
 import os
 import threading
-import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 from kombu.transport import SQS
 from kombu.utils.json import dumps
 
-from tasks.mailbox import CREATED_TAG, SEEN_TAG
-from tasks.queues import is_gone
-from tasks.receivers import ReceiverNames
-from tasks.snspublisher import BatchPublisher
+from tasks.queues import OwnedQueue, SQSQueueService, batches, is_gone, receipt_entries
+from tasks.sqs.event_publisher import BatchPublisher
+from tasks.sqs.receiver_names import ReceiverNames
 
 __all__ = ["FanoutChannel"]
 
@@ -60,12 +57,6 @@ log = logging.getLogger(__name__)
 #: Seconds a message waits in a receiver queue: events and control requests
 #: older than this are of no use, and it bounds what an orphan accumulates.
 RECEIVER_RETENTION = 300
-
-
-@dataclass
-class _Receiver:
-    url: str
-    touched: float
 
 
 class FanoutChannel(SQS.Channel):
@@ -95,6 +86,8 @@ class FanoutChannel(SQS.Channel):
     def _receiver_touch_interval(self) -> float:
         return float(self.transport_options.get("receiver_max_age", 3600)) / 4
 
+    # Typed signatures for two untyped kombu methods this module and the transport
+    # call a dozen times; without them each call needs a ``type: ignore``.
     def sqs(self, queue: str | None = None) -> Any:
         return super().sqs(queue=queue)  # type: ignore[no-untyped-call]
 
@@ -102,8 +95,13 @@ class FanoutChannel(SQS.Channel):
         url: str = super()._new_queue(queue, **kwargs)  # type: ignore[no-untyped-call]
         return url
 
+    def _queue_service(self) -> SQSQueueService:
+        """kombu's own boto3 client, seen through cloudworker's queue interface."""
+        return SQSQueueService(self.sqs())
+
     # -- names and routing -------------------------------------------------------------
 
+    # Receiver queues get names under their own prefix (receiver_names.py).
     def canonical_queue_name(self, queue_name: str) -> str:
         name = self.receiver_names.queue_name(queue_name)
         if name is not None:
@@ -120,6 +118,7 @@ class FanoutChannel(SQS.Channel):
         """The name of Celery's events exchange."""
         return str(self.transport_options.get("event_exchange", "celeryev"))
 
+    # Celery declares its events exchange as topic: here it is fanout (one SNS topic).
     def exchange_declare(
         self, exchange: str | None = None, type: str = "direct", *args: Any, **kwargs: Any
     ) -> None:
@@ -127,22 +126,22 @@ class FanoutChannel(SQS.Channel):
             type = "fanout"  # every receiver gets every event: one SNS topic
         super().exchange_declare(exchange, type, *args, **kwargs)  # type: ignore[no-untyped-call]
 
-    _publisher: tuple[int, BatchPublisher] | None = None
+    _publisher: BatchPublisher | None = None
 
+    # kombu private: one SNS publish per event; here events go out ten per request.
     def _put_fanout(
         self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
     ) -> None:
         if exchange != self.event_exchange:
             super()._put_fanout(exchange, message, routing_key, **kwargs)
             return
-        if self._publisher is None or self._publisher[0] != os.getpid():
+        if self._publisher is None:
             fanout = self.fanout
-            self._publisher = (
-                os.getpid(),
-                BatchPublisher(fanout.get_client(), fanout._get_or_create_topic),
-            )
-        self._publisher[1].submit(exchange, dumps(message))  # type: ignore[no-untyped-call]
+            self._publisher = BatchPublisher(fanout.get_client(), fanout._get_or_create_topic)
+            _track(self)
+        self._publisher.submit(exchange, dumps(message))  # type: ignore[no-untyped-call]
 
+    # kombu private: control replies have no binding in the worker; derive the queue.
     def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
         reply_queue = self.receiver_names.reply_queue(exchange, routing_key)
         if reply_queue is not None:
@@ -152,8 +151,9 @@ class FanoutChannel(SQS.Channel):
 
     # -- receiver queues: created here, deleted at close or exit ----------------------
 
-    _receivers: dict[str, _Receiver] | None = None
+    _receivers: dict[str, OwnedQueue] | None = None
 
+    # Receiver queues are created tagged, so that the reaper can tell when they died.
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
         if queue and not passive and self.is_receiver_queue(queue):
             self._create_receiver(queue)
@@ -166,17 +166,9 @@ class FanoutChannel(SQS.Channel):
         if queue in self._receivers:
             return
         name = self.canonical_queue_name(queue)
-        now = time.time()
-        url: str = self.sqs().create_queue(
-            QueueName=name,
-            Attributes={
-                "MessageRetentionPeriod": str(RECEIVER_RETENTION),
-                "VisibilityTimeout": "30",
-            },
-            tags={CREATED_TAG: str(int(now)), SEEN_TAG: str(int(now))},
-        )["QueueUrl"]
-        self._queue_cache[name] = url
-        self._receivers[queue] = _Receiver(url, now)
+        receiver = OwnedQueue.create(self._queue_service(), name, retention=RECEIVER_RETENTION)
+        self._queue_cache[name] = receiver.url
+        self._receivers[queue] = receiver
         log.debug("created receiver queue %s", name)
 
     def revive_receiver(self, qname: str) -> bool:
@@ -216,6 +208,7 @@ class FanoutChannel(SQS.Channel):
             log.warning("receiver queue %s had been deleted; created it again", qname)
         return True
 
+    # kombu deletes the reply queue after each request; SQS then refuses its name for 60 s.
     def after_reply_message_received(self, queue: str) -> None:
         """Keep the reply queue for the next request (kombu deletes it after each)."""
 
@@ -242,22 +235,21 @@ class FanoutChannel(SQS.Channel):
     def close(self) -> None:
         if not self.closed:
             self.drop_receivers()
-            if self._publisher is not None and self._publisher[0] == os.getpid():
-                self._publisher[1].close()
+            if self._publisher is not None:
+                self._publisher.close()
         super().close()  # type: ignore[no-untyped-call]
 
     def _touch(self, queue: str) -> None:
         """Tag a receiver queue as in use, now and then, so the reaper leaves it alone."""
         receiver = (self._receivers or {}).get(queue)
-        now = time.time()
-        if receiver is None or now - receiver.touched < self._receiver_touch_interval():
+        if receiver is None:
             return
-        receiver.touched = now
         try:
-            self.sqs().tag_queue(QueueUrl=receiver.url, Tags={SEEN_TAG: str(int(now))})
+            receiver.touch(self._queue_service(), every=self._receiver_touch_interval())
         except Exception as exc:  # noqa: BLE001 - tried again at the next interval
             log.warning("could not mark receiver queue %s as in use: %s", receiver.url, exc)
 
+    # kombu private: each async receive; here it also keeps the receiver queue tagged.
     def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
         self._touch(queue)
         super()._loop1(queue, messages_fetched)  # type: ignore[no-untyped-call]
@@ -267,16 +259,19 @@ class FanoutChannel(SQS.Channel):
     _drain_timeout: float | None = None
     _noack_receipts: list[str] | None = None
 
+    # Remembers the caller's timeout, which bounds a synchronous receive below.
     def drain_events(
         self, timeout: float | None = None, callback: Any = None, **kwargs: Any
     ) -> Any:
         self._drain_timeout = timeout
         return super().drain_events(timeout=timeout, callback=callback, **kwargs)  # type: ignore[no-untyped-call]
 
+    # kombu private: each synchronous receive; here it also keeps the queue tagged.
     def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         self._touch(queue)
         return super()._get_bulk(queue, *args, **kwargs)  # type: ignore[no-untyped-call]
 
+    # kombu private: a 20 s long poll would outlast `celery inspect`'s one-second wait.
     def _receive_message(
         self, queue: str, max_number_of_messages: int = 1, wait_time_seconds: int | None = None
     ) -> Any:
@@ -302,6 +297,7 @@ class FanoutChannel(SQS.Channel):
                 raise
             return {}  # no messages this time; the next receive uses the new queue
 
+    # kombu private: no-ack deletes need an event loop; here one sync batch per receive.
     def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> list[Any]:
         if self.hub is not None or queue not in self._noack_queues:
             return super()._messages_to_python(messages, queue)  # type: ignore[no-any-return, no-untyped-call]
@@ -311,14 +307,11 @@ class FanoutChannel(SQS.Channel):
         finally:
             receipts, self._noack_receipts = self._noack_receipts, None
         url = self._new_queue(queue)
-        for start in range(0, len(receipts), 10):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": receipt}
-                for i, receipt in enumerate(receipts[start : start + 10])
-            ]
-            self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries)
+        for batch in batches(receipts):
+            self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=receipt_entries(batch))
         return payloads
 
+    # kombu private: see _messages_to_python.
     def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
         if self._noack_receipts is not None:
             self._noack_receipts.append(message["ReceiptHandle"])
@@ -330,26 +323,32 @@ class FanoutChannel(SQS.Channel):
             super()._delete_message(queue_name, message)  # type: ignore[no-untyped-call]
 
 
-# -- deleting receiver queues at exit --------------------------------------------------
+# -- deleting receiver queues at exit, and not in a forked child ---------------------------
 
 _channels: weakref.WeakSet[FanoutChannel] = weakref.WeakSet()
-_registered_pid = -1
 _lock = threading.Lock()
 
 
 def _track(channel: FanoutChannel) -> None:
-    global _registered_pid
     with _lock:
-        if _registered_pid != os.getpid():
-            # A forked child (a pool process) must not delete its parent's queues.
-            _channels.clear()
-            _registered_pid = os.getpid()
-            atexit.register(_drop_all, os.getpid())
         _channels.add(channel)
 
 
-def _drop_all(pid: int) -> None:
-    if os.getpid() != pid:
-        return
+def _drop_all() -> None:
     for channel in list(_channels):
         channel.drop_receivers()
+
+
+def _forget_parents_channels() -> None:
+    """In a forked child (a pool process): the receiver queues and the publisher's
+    thread are the parent's, so the child must neither delete nor use them."""
+    global _lock
+    _lock = threading.Lock()
+    for channel in list(_channels):
+        channel._receivers = None
+        channel._publisher = None
+    _channels.clear()
+
+
+atexit.register(_drop_all)
+os.register_at_fork(after_in_child=_forget_parents_channels)

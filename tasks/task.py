@@ -10,32 +10,27 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
 from celery.utils.saferepr import saferepr
+from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import EncodeError
 
 from tasks import keys
-from tasks.awserrors import is_transient
+from tasks.aws import is_transient
 from tasks.codec import PayloadRef, loggable
 from tasks.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
 
-__all__ = ["CloudworkerTask", "backoff", "sendable"]
+__all__ = ["CloudworkerTask", "sendable"]
 
 log = logging.getLogger(__name__)
 
 
 #: The parts of a task message's embed Celery reads from the request.
 _CANVAS_PARTS = ("callbacks", "errbacks", "chain", "chord")
-
-
-def backoff(retries: int, *, first: float = 1.0, most: float = 60.0) -> float:
-    """Seconds before retry number ``retries + 1``: doubling, capped, with full jitter."""
-    return random.uniform(0, min(most, first * 2**retries))
 
 
 class CloudworkerTask(Task):  # type: ignore[misc]
@@ -107,7 +102,11 @@ class CloudworkerTask(Task):  # type: ignore[misc]
         except Exception as exc:
             if not is_transient(exc) or self.request.called_directly:
                 raise
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+            # Celery's own retry_backoff: doubling from 1 s up to a minute, full jitter.
+            countdown = get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=60, full_jitter=True
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
         try:
             if consumed:  # what came from S3 is checked like what came inline
                 self.admit(resolved_args, resolved_kwargs)
