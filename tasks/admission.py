@@ -69,16 +69,27 @@ def _optional(kind: type | tuple[type, ...], what: str) -> Check:
     return check
 
 
-def _short_text(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and len(value) <= _MAX_NAME):
-        return None
-    return f"must be text of at most {_MAX_NAME} characters"
+def _text(most: int) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and len(value) <= most and _encodable(value)):
+            return None
+        return f"must be text of at most {most} characters"
+
+    return check
 
 
-def _repr_text(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and len(value) <= _MAX_REPR):
-        return None
-    return f"must be text of at most {_MAX_REPR} characters"
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON can carry lone surrogates, which
+    make the worker's log and anything else that encodes them fail)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_short_text = _text(_MAX_NAME)
+_repr_text = _text(_MAX_REPR)
 
 
 def _date(value: Any) -> str | None:
@@ -144,6 +155,26 @@ _HEADERS: dict[str, Check] = {
     "stamps": _optional(dict, "an object"),
 }
 
+#: Names Celery gives parts of a task's request: a header of that name would
+#: replace them (a header becomes a request attribute), bypassing the body's checks.
+_RESERVED_HEADERS = frozenset(
+    {
+        "args",
+        "kwargs",
+        "callbacks",
+        "errbacks",
+        "chain",
+        "chord",
+        "is_eager",
+        "called_directly",
+        "delivery_info",
+        "hostname",
+        "properties",
+        "reply_to",
+        "correlation_id",
+    }
+)
+
 _PROPERTIES: dict[str, Check] = {
     "correlation_id": _short_text,
     "priority": _optional(int, "an integer"),
@@ -175,6 +206,9 @@ def message_problem(headers: Any, properties: Any, settings: Settings) -> str | 
         check_task_id(headers.get("id"))
     except InvalidInput as exc:
         return str(exc)
+    reserved = _RESERVED_HEADERS.intersection(headers)
+    if reserved:
+        return f"header {min(reserved)!r} is reserved for Celery's own request"
     for table, where in ((_HEADERS, headers), (_PROPERTIES, properties)):
         for name, check in table.items():
             problem = check(where.get(name))

@@ -191,6 +191,14 @@ RAW_ROWS: dict[str, tuple[Raw, Expect]] = {
         Raw(headers={"argsrepr": "x" * 100_000}),
         Expect(InvalidMessage, "argsrepr"),
     ),
+    "argsrepr with a lone surrogate": (
+        Raw(headers={"argsrepr": "([\ud800],)"}),
+        Expect(InvalidMessage, "argsrepr must be text"),
+    ),
+    "a header that would replace the chain": (
+        Raw(headers={"chain": [{"task": "tasks.compute_stats", "args": [[1]]}]}),
+        Expect(InvalidMessage, "header 'chain' is reserved"),
+    ),
     "priority a string": (
         Raw(properties={"priority": "high"}),
         Expect(dead_letter="priority must be int"),

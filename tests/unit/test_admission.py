@@ -72,6 +72,9 @@ def test_a_message_as_celery_sends_it_passes() -> None:
         ("ignore_result", "yes", "ignore_result must be true, false or null"),
         ("stamps", [1], "stamps must be an object"),
         ("parent_id", 5, "parent_id must be text"),
+        ("argsrepr", "a \ud800 lone surrogate", "argsrepr must be text"),
+        ("chain", [{"task": "x"}], "header 'chain' is reserved"),
+        ("kwargs", {}, "header 'kwargs' is reserved"),
     ],
 )
 def test_a_header_of_the_wrong_type_is_named(header: str, value: Any, problem: str) -> None:
