@@ -232,14 +232,16 @@ def body_problem(body: Any) -> str | None:
         return "embed must be an object"
     for name in _EMBED_LISTS:
         value = embed.get(name)
-        if not (_stored(value) or isinstance(value, list)) or (
-            isinstance(value, list) and not all(isinstance(item, dict) for item in value)
-        ):
+        if not _stored(value) and not _signatures(value):
             return f"embed.{name} must be a list of signatures"
     chord = embed.get("chord")
-    if not (_stored(chord) or isinstance(chord, dict)):
+    if not _stored(chord) and not isinstance(chord, dict):
         return "embed.chord must be a signature"
     return None
+
+
+def _signatures(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 def _stored(value: Any) -> bool:
