@@ -155,8 +155,9 @@ _HEADERS: dict[str, Check] = {
     "stamps": _optional(dict, "an object"),
 }
 
-#: Names Celery gives parts of a task's request: a header of that name would
-#: replace them (a header becomes a request attribute), bypassing the body's checks.
+#: Every header becomes an attribute of the task's request (Celery's ``Context``):
+#: one named like a part of the request set from elsewhere (the body, the message's
+#: properties, the worker) or like a method of ``Context`` would replace it.
 _RESERVED_HEADERS = frozenset(
     {
         "args",
@@ -172,6 +173,11 @@ _RESERVED_HEADERS = frozenset(
         "properties",
         "reply_to",
         "correlation_id",
+    }
+    | {
+        name
+        for name, value in vars(Context).items()
+        if callable(value) or isinstance(value, property)
     }
 )
 
@@ -206,7 +212,7 @@ def message_problem(headers: Any, properties: Any, settings: Settings) -> str | 
         check_task_id(headers.get("id"))
     except InvalidInput as exc:
         return str(exc)
-    reserved = _RESERVED_HEADERS.intersection(headers)
+    reserved = {name for name in headers if name in _RESERVED_HEADERS or name.startswith("_")}
     if reserved:
         return f"header {min(reserved)!r} is reserved for Celery's own request"
     for table, where in ((_HEADERS, headers), (_PROPERTIES, properties)):

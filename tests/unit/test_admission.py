@@ -75,6 +75,8 @@ def test_a_message_as_celery_sends_it_passes() -> None:
         ("argsrepr", "a \ud800 lone surrogate", "argsrepr must be text"),
         ("chain", [{"task": "x"}], "header 'chain' is reserved"),
         ("kwargs", {}, "header 'kwargs' is reserved"),
+        ("update", 5, "header 'update' is reserved"),
+        ("__dict__", {}, "header '__dict__' is reserved"),
     ],
 )
 def test_a_header_of_the_wrong_type_is_named(header: str, value: Any, problem: str) -> None:
