@@ -241,13 +241,24 @@ def body_problem(body: Any) -> str | None:
         if not _stored(value) and not _signatures(value):
             return f"embed.{name} must be a list of signatures"
     chord = embed.get("chord")
-    if not _stored(chord) and not isinstance(chord, dict):
+    if not _stored(chord) and not _signature(chord):
         return "embed.chord must be a signature"
     return None
 
 
 def _signatures(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    return isinstance(value, list) and all(_signature(item) for item in value)
+
+
+def _signature(value: Any) -> bool:
+    """Whether ``value`` has the shape of a Celery signature (Celery reads these keys)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("task"), str)
+        and isinstance(value.get("args", []), (list, tuple))
+        and isinstance(value.get("kwargs", {}), dict)
+        and isinstance(value.get("options", {}), dict)
+    )
 
 
 def _stored(value: Any) -> bool:

@@ -224,6 +224,10 @@ RAW_ROWS: dict[str, tuple[Raw, Expect]] = {
         Expect(InvalidMessage, "args must be a list", dead_letter="args must be a list"),
     ),
     "kwargs a list": (Raw(kwargs=[1]), Expect(InvalidMessage, "kwargs must be an object")),
+    "a callback that is not a signature": (
+        Raw(embed={"callbacks": [{"x": 1}]}),
+        Expect(InvalidMessage, "embed.callbacks"),
+    ),
     "embed callbacks not signatures": (
         Raw(embed={"callbacks": [1, 2]}),
         Expect(InvalidMessage, "embed.callbacks", dead_letter="embed.callbacks"),

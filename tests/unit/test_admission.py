@@ -126,6 +126,13 @@ def test_any_other_reply_address_is_refused(reply_to: Any) -> None:
         ([[1], {}, {}], None),
         (([1], {}, None), None),
         ([[], {}, {"callbacks": [{"task": "x"}], "chain": None, "chord": {"task": "y"}}], None),
+        ([[], {}, {"callbacks": [{"x": 1}]}], "embed.callbacks must be a list of signatures"),
+        ([[], {}, {"chain": [{"task": 5}]}], "embed.chain must be a list of signatures"),
+        (
+            [[], {}, {"chain": [{"task": "t", "args": 5}]}],
+            "embed.chain must be a list of signatures",
+        ),
+        ([[], {}, {"chord": {"task": "t", "kwargs": []}}], "embed.chord must be a signature"),
         ({"args": []}, "the body must be [args, kwargs, embed]"),
         ([[1], {}], "the body must be [args, kwargs, embed]"),
         ([{"a": 1}, {}, {}], "args must be a list"),
