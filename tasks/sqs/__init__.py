@@ -275,6 +275,24 @@ class Channel(FanoutChannel):
         self.flush_acks()
         super().close()
 
+    # -- warm shutdown: held messages handed back at once ---------------------------------
+
+    # kombu private: at channel close it restores each unacknowledged message by
+    # hiding the original for wait_time_seconds (20 s on AWS) more; a worker shutting
+    # down (SIGTERM: a scale-in, systemd) hands it back to other workers at once.
+    def _restore(self, message: Any, *args: Any, **kwargs: Any) -> Any:
+        info = message.delivery_info or {}
+        sqs_message, url = info.get("sqs_message"), info.get("sqs_queue")
+        if not self.closed or not sqs_message or not url:
+            return super()._restore(message, *args, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            self.sqs().change_message_visibility(
+                QueueUrl=url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        except Exception as exc:  # noqa: BLE001 - it comes back after its visibility timeout
+            log.warning("could not hand a held message back: %s", exc)
+        return None
+
     # -- delays through SQS --------------------------------------------------------------
 
     # kombu private: publishes; here an eta becomes SQS DelaySeconds.
