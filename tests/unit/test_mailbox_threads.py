@@ -107,6 +107,27 @@ def start(
     return thread
 
 
+def worker_side(app: CloudworkerCelery) -> tuple[CloudworkerBackend, SimpleNamespace]:
+    """The backend, and a request as a worker has it for a task this process sent."""
+    backend = app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    request = SimpleNamespace(
+        reply_to=backend.reply_address(), chord=None, group=None, parent_id=None
+    )
+    return backend, request
+
+
+def two_expected(queues: WatchedQueues) -> tuple[Mailbox, str, str, str]:
+    """A mailbox expecting two tasks, their ids and the queue's URL."""
+    mailbox = Mailbox(lambda: queues, SETTINGS)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    mailbox.expect(first)
+    mailbox.expect(second)
+    url = mailbox.url
+    assert url is not None
+    return mailbox, first, second, url
+
+
 def notice(task_id: str, result: object) -> str:
     return json.dumps({"task_id": task_id, "status": states.SUCCESS, "result": result})
 
@@ -120,11 +141,7 @@ def test_a_waiting_thread_does_not_delay_another_threads_answer(
     comes before A's timeout. (Before the fix A held the lock through each poll:
     B got in only when A gave up, with a timeout.)
     """
-    backend = app.backend
-    assert isinstance(backend, CloudworkerBackend)
-    request = SimpleNamespace(
-        reply_to=backend.reply_address(), chord=None, group=None, parent_id=None
-    )
+    backend, request = worker_side(app)
     slow, quick = str(uuid.uuid4()), str(uuid.uuid4())
     backend.on_task_call(None, slow)
     backend.on_task_call(None, quick)
@@ -142,12 +159,7 @@ def test_a_waiting_thread_does_not_delay_another_threads_answer(
 def test_wait_returns_a_notice_filed_by_another_threads_poll(
     queues: WatchedQueues, finished: queue.Queue[tuple[str, Any]]
 ) -> None:
-    mailbox = Mailbox(lambda: queues, SETTINGS)
-    first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    mailbox.expect(first)
-    mailbox.expect(second)
-    url = mailbox.url
-    assert url is not None
+    mailbox, first, second, url = two_expected(queues)
 
     start("A", finished, lambda: mailbox.wait(first, PATIENCE))
     queues.await_receives(1)  # A is the poller; B sleeps until a poll files a notice
@@ -162,12 +174,7 @@ def test_wait_returns_a_notice_filed_by_another_threads_poll(
 def test_the_poller_role_passes_to_a_waiter_when_the_poller_leaves(
     queues: WatchedQueues, finished: queue.Queue[tuple[str, Any]]
 ) -> None:
-    mailbox = Mailbox(lambda: queues, SETTINGS)
-    first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    mailbox.expect(first)
-    mailbox.expect(second)
-    url = mailbox.url
-    assert url is not None
+    mailbox, first, second, url = two_expected(queues)
 
     start("A", finished, lambda: mailbox.wait(first, 1))  # gives up with nothing
     queues.await_receives(1)
@@ -180,11 +187,7 @@ def test_the_poller_role_passes_to_a_waiter_when_the_poller_leaves(
 def test_reading_a_state_does_not_wait_for_another_threads_long_poll(
     app: CloudworkerCelery, queues: WatchedQueues, finished: queue.Queue[tuple[str, Any]]
 ) -> None:
-    backend = app.backend
-    assert isinstance(backend, CloudworkerBackend)
-    request = SimpleNamespace(
-        reply_to=backend.reply_address(), chord=None, group=None, parent_id=None
-    )
+    backend, request = worker_side(app)
     slow, other = str(uuid.uuid4()), str(uuid.uuid4())
     backend.on_task_call(None, slow)
     backend.on_task_call(None, other)
