@@ -30,7 +30,6 @@ expects, and no refusal costs a traceback in the log or a redelivery.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -45,8 +44,9 @@ from config import Settings
 from tasks.codec import PayloadRef
 from tasks.errors import InvalidInput
 from tasks.keys import check_task_id
+from tasks.mailbox import reply_address_problem
 
-__all__ = ["message_problem", "reply_address_problem", "strategy"]
+__all__ = ["answer", "body_problem", "message_problem", "strategy"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 _MAX_REPR = 16_384
 #: Longest task name and other ids Celery keeps in headers.
 _MAX_NAME = 200
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _EMBED_LISTS = ("callbacks", "errbacks", "chain")
 
 Check = Callable[[Any], str | None]
@@ -187,21 +186,6 @@ _PROPERTIES: dict[str, Check] = {
 }
 
 
-def reply_address_problem(reply_to: Any, settings: Settings) -> str | None:
-    """Why ``reply_to`` is not a response queue of this deployment (None: it is, or unset)."""
-    if reply_to is None or reply_to == "":
-        return None
-    prefix = settings.response_queue_prefix
-    if (
-        isinstance(reply_to, str)
-        and reply_to.startswith(prefix)
-        and _QUEUE_NAME.fullmatch(reply_to)
-        and len(reply_to) > len(prefix)
-    ):
-        return None
-    return f"reply_to {reply_to!r:.80} is not a response queue of this deployment ({prefix}...)"
-
-
 def message_problem(headers: Any, properties: Any, settings: Settings) -> str | None:
     """Why a task message's headers and properties cannot be run as they are, if they cannot."""
     if not isinstance(headers, dict) or not isinstance(properties, dict):
@@ -293,19 +277,43 @@ def strategy(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[..
 
 
 def _fail_at_once(task: Task, message: Any, embed: Mapping[str, Any], exc: InvalidInput) -> None:
-    """Answer a task whose arguments were refused with ``exc``, and acknowledge it.
+    """Answer a task whose arguments were refused with ``exc``, and acknowledge it."""
+    log.warning("task %s[%s] refused: %s", task.name, message.headers["id"], exc)
+    try:
+        answer(task.backend, message, exc, task.app.services.settings, embed=embed)
+    finally:
+        message.ack()
 
-    Like Celery's refusal of an unknown task, this runs in the consumer, so no
-    errback is called here (an errback may be any task's code); the chain and
-    the chord the task belongs to learn of the failure as usual.
+
+def answer(
+    backend: Any,
+    message: Any,
+    exc: Exception,
+    settings: Settings,
+    *,
+    embed: Mapping[str, Any] | None = None,
+) -> None:
+    """Store ``exc`` as the failure of the task ``message`` names, and notify its caller.
+
+    Nothing happens for a message with no usable task id; the response queue is
+    notified only when ``reply_to`` is one of this deployment's. Like Celery's
+    refusal of an unknown task this runs in the consumer, so no errback is
+    called (an errback may be any task's code); the chain and the chord the task
+    belongs to (from ``embed``) learn of the failure as usual.
     """
     headers, properties = message.headers, message.properties
-    task_id = headers["id"]
-    log.warning("task %s[%s] refused: %s", task.name, task_id, exc)
+    if not isinstance(headers, dict) or not isinstance(properties, dict):
+        return
+    try:
+        task_id = check_task_id(headers.get("id"))
+    except InvalidInput:
+        return
+    reply_to = properties.get("reply_to")
+    embed = embed or {}
     request = {
         "id": task_id,
-        "task": task.name,
-        "reply_to": properties.get("reply_to"),
+        "task": str(headers.get("task")),
+        "reply_to": None if reply_address_problem(reply_to, settings) else reply_to,
         "correlation_id": properties.get("correlation_id"),
         "root_id": headers.get("root_id"),
         "parent_id": headers.get("parent_id"),
@@ -316,7 +324,4 @@ def _fail_at_once(task: Task, message: Any, embed: Mapping[str, Any], exc: Inval
         "errbacks": None,
         "ignore_result": headers.get("ignore_result"),
     }
-    try:
-        task.backend.mark_as_failure(task_id, exc, request=Context(request), call_errbacks=False)
-    finally:
-        message.ack()
+    backend.mark_as_failure(task_id, exc, request=Context(request), call_errbacks=False)

@@ -214,7 +214,7 @@ class ClaimCheck:
         """Delete consumed arguments (never anything outside ``payloads/``)."""
         store = self._store()
         for ref in refs:
-            if ref.key.startswith(keys.PAYLOADS):
+            if keys.is_payload_key(ref.key):
                 store.delete(ref.key)
 
     def _check_size(self, size: int) -> None:
@@ -351,7 +351,9 @@ class Codec:
             if self.claims is None:
                 raise PayloadError("a claim-checked message arrived but no store is configured")
             ref = PayloadRef.from_json(obj["__value__"], is_json=True)
-            _confine(ref, keys.PAYLOADS)
+            # Decoding knows no task id: a stored message may be any task's payload.
+            if not keys.is_payload_key(ref.key):
+                raise PayloadError(f"payload reference to {ref.key!r:.120} is outside payloads/")
             return self.loads(self.claims.fetch(ref))
         return kombu_json.object_hook(obj)
 

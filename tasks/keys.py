@@ -26,6 +26,7 @@ __all__ = [
     "RESULTS",
     "check_task_id",
     "is_object_key",
+    "is_payload_key",
     "result_key",
     "result_payload_prefix",
     "task_payload_prefix",
@@ -41,6 +42,7 @@ RESULTS = "results/"
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,200}")
 #: The random part of a payload's key (:func:`uuid.uuid4` ``.hex``).
 _OBJECT_NAME = re.compile(r"[0-9a-f]{32}")
+_PAYLOAD_KEY = re.compile(rf"{PAYLOADS}(?:{_TASK_ID.pattern}/)?{_OBJECT_NAME.pattern}")
 
 
 def check_task_id(task_id: object) -> str:
@@ -70,3 +72,8 @@ def result_payload_prefix(task_id: str) -> str:
 def is_object_key(key: str, prefix: str) -> bool:
     """Whether ``key`` is an object cloudworker checked in directly under ``prefix``."""
     return key.startswith(prefix) and bool(_OBJECT_NAME.fullmatch(key[len(prefix) :]))
+
+
+def is_payload_key(key: str) -> bool:
+    """Whether ``key`` is a checked-in payload of any task (``payloads/[<task id>/]<hex>``)."""
+    return bool(_PAYLOAD_KEY.fullmatch(key))

@@ -29,10 +29,12 @@ import atexit
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from kombu.utils.functional import LRUCache
 
@@ -40,7 +42,14 @@ from config import Settings
 from tasks.errors import ResponseQueueError
 from tasks.queues import OwnedQueue, QueueGone, QueueService
 
-__all__ = ["Mailbox", "Notifier", "is_stored_only", "notice", "notice_task_id"]
+__all__ = [
+    "Mailbox",
+    "Notifier",
+    "is_stored_only",
+    "notice",
+    "notice_task_id",
+    "reply_address_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 _MEMORY = 10_000
 #: How many response queue URLs a worker remembers.
 _URL_MEMORY = 1024
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
 # -- the notice ----------------------------------------------------------------------------
@@ -72,6 +82,21 @@ def notice_task_id(body: str) -> str | None:
 def is_stored_only(body: str) -> bool:
     """Whether a notice only says that the result is in S3."""
     return bool(json.loads(body).get("stored_only"))
+
+
+def reply_address_problem(reply_to: Any, settings: Settings) -> str | None:
+    """Why ``reply_to`` is not a response queue of this deployment (None: it is, or unset)."""
+    if reply_to is None or reply_to == "":
+        return None
+    prefix = settings.response_queue_prefix
+    if (
+        isinstance(reply_to, str)
+        and reply_to.startswith(prefix)
+        and _QUEUE_NAME.fullmatch(reply_to)
+        and len(reply_to) > len(prefix)
+    ):
+        return None
+    return f"reply_to {reply_to!r:.80} is not a response queue of this deployment ({prefix}...)"
 
 
 # -- the client half -------------------------------------------------------------------------
@@ -262,7 +287,7 @@ class Notifier:
         Never raises: a queue that is gone or cannot be reached costs only the
         push, since the waiting client also looks in S3.
         """
-        if not reply_to or not reply_to.startswith(self._settings.response_queue_prefix):
+        if not reply_to or reply_address_problem(reply_to, self._settings) is not None:
             return
         body = notice(task_id, state, record, inline_max_bytes=self._settings.inline_max_bytes)
         try:

@@ -158,7 +158,8 @@ class Channel(FanoutChannel):
         except Exception as exc:  # noqa: BLE001 - SQS's redrive policy still dead-letters it
             log.warning("could not move a rejected message from %s: %s", source, exc)
             return
-        log.warning("moved a rejected message from %s to the dead-letter queue: %s", source, reason)
+        # Whoever refused it has said why, in one warning line.
+        log.info("moved a rejected message from %s to the dead-letter queue: %s", source, reason)
 
     def _dead_letter_url(self, url: str) -> str | None:
         """The URL of the dead-letter queue of queue ``url`` (from its redrive policy)."""
@@ -213,6 +214,7 @@ class Channel(FanoutChannel):
     def _refuse_received(self, queue_url: str, message: dict[str, Any], exc: Exception) -> None:
         if isinstance(exc, InvalidMessage):
             reason = str(exc)
+            log.warning("refused a message from %s: %s", queue_url.rsplit("/", 1)[-1], reason)
         else:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("delivering a message failed: %s", reason, exc_info=exc)

@@ -22,13 +22,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.app.task import Context
 from celery.exceptions import NotRegistered
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from tasks.admission import reply_address_problem
-from tasks.errors import InvalidInput, InvalidMessage
-from tasks.keys import check_task_id
+from tasks.admission import answer
+from tasks.errors import InvalidMessage
 from tasks.queues import REASON_KEY
 
 __all__ = ["Consumer"]
@@ -61,9 +59,9 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         name = message.headers.get("task") if isinstance(message.headers, dict) else None
-        self._refuse(message, f"unknown task {name!r:.80}", answer=NotRegistered(str(name)))
+        self._refuse(message, f"unknown task {name!r:.80}", error=NotRegistered(str(name)))
 
-    def _refuse(self, message: Any, reason: str, answer: Exception | None = None) -> None:
+    def _refuse(self, message: Any, reason: str, error: Exception | None = None) -> None:
         """Log one line, answer the caller if the message says who it is, dead-letter it."""
         reason = " ".join(reason.split())[:_MAX_REASON]
         headers = message.headers if isinstance(message.headers, dict) else {}
@@ -74,29 +72,18 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             reason,
         )
         try:
-            self._answer(message, answer or InvalidMessage(reason))
+            answer(
+                self.app.backend,
+                message,
+                error or InvalidMessage(reason),
+                self.app.services.settings,
+            )
         except Exception as exc:  # noqa: BLE001 - the dead letter still says why
             log.warning("could not answer the caller of a refused message: %s", exc)
         delivery_info = message.delivery_info
         if isinstance(delivery_info, dict):
             delivery_info[REASON_KEY] = reason
         message.reject_log_error(log, self.connection_errors)
-
-    def _answer(self, message: Any, exc: Exception) -> None:
-        """Store ``exc`` as the task's result, notifying its response queue, when
-        the message names a usable task id (and a response queue of ours)."""
-        headers, properties = message.headers, message.properties
-        if not isinstance(headers, dict) or not isinstance(properties, dict):
-            return
-        try:
-            task_id = check_task_id(headers.get("id"))
-        except InvalidInput:
-            return  # nobody to answer
-        reply_to = properties.get("reply_to")
-        if reply_address_problem(reply_to, self.app.services.settings) is not None:
-            reply_to = None
-        request = Context(id=task_id, task=str(headers.get("task")), reply_to=reply_to)
-        self.app.backend.mark_as_failure(task_id, exc, request=request, call_errbacks=False)
 
 
 def _describe(exc: BaseException) -> str:

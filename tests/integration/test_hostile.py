@@ -551,7 +551,8 @@ def test_dead_letter_tools_read_and_replay_any_message_once(hostile: Hostile) ->
 
 
 def test_refusals_cost_no_traceback_in_the_worker_log(hostile: Hostile) -> None:
-    """Runs last: every refusal above was logged as one line, none as a traceback."""
+    """Runs last: every refusal above was logged as a warning, none as an error or a traceback."""
     log = hostile.stack.worker_log()[hostile.log_start :]
     assert "refused a message" in log
+    assert "ERROR/" not in log, log[log.find("ERROR/") - 300 :][:3000]
     assert "Traceback" not in log, log[log.find("Traceback") - 500 :][:3000]

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 
 from config import Settings
-from tasks.admission import body_problem, message_problem, reply_address_problem
+from tasks.admission import body_problem, message_problem
 from tasks.application import create_app
 from tasks.codec import PayloadRef
 from tasks.definitions import register
 from tasks.errors import InvalidArguments, InvalidImage, InvalidInput, InvalidNumbers
+from tasks.mailbox import reply_address_problem
 from tasks.objectstore import MemoryObjectStore
 from tasks.queues import MemoryQueueService
 from tasks.services import Services

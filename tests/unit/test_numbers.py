@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 import sys
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -255,11 +254,10 @@ def test_int_to_text_round_trips_far_beyond_the_limit() -> None:
     assert parse_integers(" ".join(texts).encode()) == values
 
 
-def test_int_to_text_is_fast_and_leaves_the_limit_alone() -> None:
+def test_int_to_text_of_100_000_digits_leaves_the_limit_alone() -> None:
     limit = sys.get_int_max_str_digits()
     value = random.Random(7).randrange(10**99_999, 10**100_000)
-    started = time.perf_counter()
     text = int_to_text(value)
-    assert time.perf_counter() - started < 1.0
     assert len(text) == 100_000
+    assert parse_integers(text.encode()) == [value]
     assert sys.get_int_max_str_digits() == limit
