@@ -73,6 +73,9 @@ class Settings:
     events: bool = True
     #: Seconds between a worker's event heartbeats (Flower marks it offline after 2x).
     event_heartbeat: float = 30.0
+    #: Seconds a stopping worker (SIGTERM) lets running tasks finish before it hands
+    #: them back; within systemd's TimeoutStopSec (600 s, deploy/systemd/).
+    shutdown_grace: float = 540.0
 
     @property
     def task_queue_name(self) -> str:
@@ -121,6 +124,10 @@ class Settings:
         if not 0 <= self.visibility_timeout <= 43200:
             raise SettingsError(
                 f"{PREFIX}VISIBILITY_TIMEOUT must be 0 to 43200, not {self.visibility_timeout}"
+            )
+        if not 0 <= self.shutdown_grace <= 43200:
+            raise SettingsError(
+                f"{PREFIX}SHUTDOWN_GRACE must be 0 to 43200 seconds, not {self.shutdown_grace}"
             )
         if self.event_heartbeat < 1:
             raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")

@@ -64,6 +64,8 @@ LOCAL_SETTINGS = {
     "CLOUDWORKER_QUEUE_PREFIX": "cloudworker-local-",
     "CLOUDWORKER_TASK_QUEUE": "tasks",
     "CLOUDWORKER_VISIBILITY_TIMEOUT": "30",
+    # `make down` gives a worker 20 s (stop_process): running tasks get 10 of them.
+    "CLOUDWORKER_SHUTDOWN_GRACE": "10",
 }
 
 
@@ -222,17 +224,21 @@ def start_process(stack: Stack, name: str, command: list[str], env: Mapping[str,
 
 
 def stop_process(stack: Stack, name: str, grace: float = 20.0) -> None:
-    """Stop process ``name`` and its group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    """Stop process ``name`` as systemd's ``KillMode=mixed`` does, then its group.
+
+    SIGTERM goes to the main process only, so a worker's warm shutdown lets its
+    running tasks finish (tasks/shutdown.py) instead of losing its pool at once;
+    whatever is left of the process group after ``grace`` seconds gets SIGKILL.
+    """
     pid = stack.pid(name)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and stack.pid(name) is not None:
             time.sleep(0.1)
-        if stack.pid(name) is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
     stack.pid_file(name).unlink(missing_ok=True)
 
 

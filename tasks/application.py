@@ -19,6 +19,7 @@ from tasks import codec
 from tasks.keys import check_task_id, task_payload_prefix
 from tasks.reaper import Reaper
 from tasks.services import Services
+from tasks.shutdown import ShutdownGrace
 from tasks.sqs.visibility import VisibilityHeartbeat
 from tasks.task import sendable
 
@@ -158,6 +159,7 @@ def create_app(
     )
     app.steps["consumer"].add(VisibilityHeartbeat)
     app.steps["worker"].add(Reaper)
+    app.steps["worker"].add(ShutdownGrace)
     if settings.inbox_enabled:
         from tasks.inbox import InboxConsumer
 

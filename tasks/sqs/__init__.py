@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -279,13 +280,16 @@ class Channel(FanoutChannel):
 
     # -- warm shutdown: held messages handed back at once ---------------------------------
 
-    # kombu private: at channel close it restores each unacknowledged message by
-    # hiding the original for wait_time_seconds (20 s on AWS) more; a worker shutting
+    #: Set by a stopping worker (tasks/shutdown.py): what it gives back goes back at once.
+    handing_back = False
+
+    # kombu private: at channel close, and for a message rejected with requeue, it
+    # hides the original for wait_time_seconds (20 s on AWS) more; a worker shutting
     # down (SIGTERM: a scale-in, systemd) hands it back to other workers at once.
     def _restore(self, message: Any, *args: Any, **kwargs: Any) -> Any:
         info = message.delivery_info or {}
         sqs_message, url = info.get("sqs_message"), info.get("sqs_queue")
-        if not self.closed or not sqs_message or not url:
+        if not (self.closed or self.handing_back) or not sqs_message or not url:
             return super()._restore(message, *args, **kwargs)  # type: ignore[no-untyped-call]
         try:
             self.sqs().change_message_visibility(
@@ -294,6 +298,32 @@ class Channel(FanoutChannel):
         except Exception as exc:  # noqa: BLE001 - it comes back after its visibility timeout
             log.warning("could not hand a held message back: %s", exc)
         return None
+
+    def _hand_back_received(self, queue_url: str, messages: list[dict[str, Any]]) -> None:
+        """A receive answered while the worker stops: nothing of it runs here."""
+        receipts = [message["ReceiptHandle"] for message in messages]
+        try:
+            for batch in batches(receipts):
+                self.sqs().change_message_visibility_batch(
+                    QueueUrl=queue_url, Entries=receipt_entries(batch, VisibilityTimeout=0)
+                )
+        except Exception as exc:  # noqa: BLE001 - they come back after their visibility timeout
+            log.warning("could not hand back %d message(s) received late: %s", len(receipts), exc)
+        else:
+            log.info("handed back %d message(s) received while stopping", len(receipts))
+
+    def finish_receives(self, timeout: float) -> None:
+        """Let the receives in progress answer, without the event loop, for ``timeout`` s.
+
+        A long poll sent before the worker began to stop can still take messages,
+        then or later (those handed back at once included), and the stopped event
+        loop would never read them: they would stay hidden for the visibility
+        timeout. Run to their end, their answers are handed back.
+        """
+        connection = self._asynsqs
+        client = getattr(connection, "_httpclient", None)
+        if isinstance(client, _TimedCurlClient):
+            client.finish(timeout)
 
     # -- delays through SQS --------------------------------------------------------------
 
@@ -339,6 +369,9 @@ class Channel(FanoutChannel):
                 log.info("receiving from %s works again", qname)
                 self._receive_failures = 0
             received = messages.get("Messages")
+            if received and self.handing_back:
+                self._hand_back_received(queue, received)
+                return 0
             if not received or qname not in self.connection._callbacks:
                 count: int = super()._on_messages_ready(queue, qname, messages)  # type: ignore[no-untyped-call]
                 return count
@@ -469,6 +502,17 @@ class _TimedCurlClient(CurlClient):
     def __init__(self, hub: Any, *, timeout: float) -> None:
         super().__init__(hub)
         self._timeout_ms = int(timeout * 1000)
+
+    def finish(self, timeout: float) -> None:
+        """Drive the requests in progress to their answers (callbacks included), no hub."""
+        deadline = time.monotonic() + timeout
+        while not self._closed and len(self._free_list) < len(self._curls):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("a receive still had no answer after %.0f s", timeout)
+                return
+            self._multi.select(min(remaining, 0.5))
+            self._timeout_check()  # type: ignore[no-untyped-call]
 
     # kombu private: sets no timeout on a pycurl request.
     def _setup_request(

@@ -25,7 +25,7 @@ from celery.worker import state
 from tasks import aws
 from tasks.queues import batches, receipt_entries
 
-__all__ = ["VisibilityHeartbeat", "held_messages"]
+__all__ = ["VisibilityHeartbeat", "extend_visibility", "held_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,21 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def beat(self) -> None:
         """Extend every held message's visibility by a whole timeout, now."""
-        held = held_messages(state.requests.values())
-        if not held:
-            return
-        sqs = aws.client("sqs", self._settings)
-        for url, receipts in held.items():
-            for batch in batches(receipts):
-                entries = receipt_entries(batch, VisibilityTimeout=self.timeout)
-                try:
-                    sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
-                except Exception as exc:  # noqa: BLE001 - try again at the next beat
-                    log.warning(
-                        "could not extend the visibility of %d message(s): %s", len(entries), exc
-                    )
+        extend_visibility(self._settings, state.requests.values(), self.timeout)
+
+
+def extend_visibility(settings: Any, requests: Any, timeout: int) -> None:
+    """Hide the messages behind ``requests`` for ``timeout`` more seconds, ten per request."""
+    held = held_messages(requests)
+    if not held:
+        return
+    sqs = aws.client("sqs", settings)
+    for url, receipts in held.items():
+        for batch in batches(receipts):
+            entries = receipt_entries(batch, VisibilityTimeout=timeout)
+            try:
+                sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            except Exception as exc:  # noqa: BLE001 - try again at the next beat
+                log.warning(
+                    "could not extend the visibility of %d message(s): %s", len(entries), exc
+                )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +76,87 @@ def test_sigterm_hands_held_tasks_back_at_once_and_each_runs_once(
     assert started() == 2
     assert messages(local_stack) == (8, 0)
     fleet.start("down2", wait_ready=True)
-    assert [result.get(timeout=120) for result in results] == [3] * 10
+    try:
+        assert [result.get(timeout=120) for result in results] == [3] * 10
+    finally:
+        fleet.stop("down2")
     time.sleep(3)
     assert [len(marker.read_text().split()) for marker in markers] == [1] * 10
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert condition()
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def test_tasks_running_when_the_grace_period_ends_are_handed_back_at_once(
+    fleet: Workers, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    fleet.start("grace1", wait_ready=True, env={"CLOUDWORKER_SHUTDOWN_GRACE": "2"})
+    markers = [tmp_path / f"task{n}" for n in range(2)]
+    finished = [tmp_path / f"finished{n}" for n in range(2)]
+    # Far longer than the grace period on the first run; quick when run again.
+    results = [
+        fleet.app.send_task("tests.slow", args=[600, str(marker), str(done)], kwargs={"again": 0.5})
+        for marker, done in zip(markers, finished, strict=True)
+    ]
+    wait_for(lambda: sum(lines(marker) for marker in markers) == 2)
+    pid = fleet.stack.pid("grace1")
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: fleet.stack.pid("grace1") is None)
+    # Both were cut short after the grace period and are visible again at once,
+    # not after the 300 s visibility timeout.
+    assert [lines(done) for done in finished] == [0, 0]
+    assert messages(local_stack) == (2, 0)
+    log = local_stack.stack.log_file("grace1").read_text()
+    assert "shutdown grace of 2 s is over: handing back 2 running task(s)" in log
+    fleet.start("grace2", wait_ready=True)
+    try:
+        assert [result.get(timeout=60) for result in results] == [600, 600]
+    finally:
+        fleet.stop("grace2")
+    # Each started twice (cut short, then run again) and finished once.
+    assert [lines(marker) for marker in markers] == [2, 2]
+    assert [lines(done) for done in finished] == [1, 1]
+
+
+@pytest.fixture(scope="module")
+def short_fleet(local_stack: LocalStack) -> Iterator[Workers]:
+    # A visibility timeout far shorter than the tasks: only the extension keeps
+    # their messages from a second worker.
+    workers = Workers.on_queue(local_stack, "shutdown-short", visibility=3, wait_seconds=1)
+    try:
+        yield workers
+    finally:
+        workers.close("short1", "short2")
+
+
+def test_running_tasks_stay_hidden_while_they_finish_in_the_grace_period(
+    short_fleet: Workers, tmp_path: Path
+) -> None:
+    short_fleet.start("short1", wait_ready=True, env={"CLOUDWORKER_SHUTDOWN_GRACE": "60"})
+    markers = [tmp_path / f"task{n}" for n in range(6)]
+    finished = [tmp_path / f"finished{n}" for n in range(6)]
+    results = [
+        short_fleet.app.send_task("tests.slow", args=[8, str(marker), str(done)])
+        for marker, done in zip(markers, finished, strict=True)
+    ]
+    wait_for(lambda: sum(lines(marker) for marker in markers) == 2)
+    pid = short_fleet.stack.pid("short1")
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    # A second worker is already receiving while the first finishes its two tasks
+    # (8 s each, well past the 3 s visibility timeout) and hands back the other four.
+    short_fleet.start("short2", wait_ready=True)
+    assert [result.get(timeout=120) for result in results] == [8] * 6
+    wait_for(lambda: short_fleet.stack.pid("short1") is None)
+    time.sleep(4)  # past one more visibility timeout: nothing comes back
+    assert [lines(marker) for marker in markers] == [1] * 6
+    assert [lines(done) for done in finished] == [1] * 6

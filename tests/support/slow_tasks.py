@@ -1,7 +1,9 @@
 """A slow task for reliability tests, loaded into test workers with ``--include``.
 
 Each execution appends the pid of the process running it to a marker file, so a
-test can count executions and find (and kill) the pool process.
+test can count executions and find (and kill) the pool process; ``finished``, if
+given, gets the pid when the execution ends, and ``again`` is how long a second
+execution sleeps (one that was handed back or redelivered).
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from tasks import app
 
 
 @app.task(name="tests.slow")  # type: ignore[untyped-decorator]
-def slow(seconds: float, marker: str) -> float:
-    """Note this execution in ``marker``, then sleep ``seconds``."""
-    with open(marker, "a", encoding="utf-8") as out:
+def slow(
+    seconds: float, marker: str, finished: str | None = None, again: float | None = None
+) -> float:
+    """Note this execution in ``marker``, sleep ``seconds``, then note it in ``finished``."""
+    with open(marker, "a+", encoding="utf-8") as out:
+        out.seek(0)
+        repeated = bool(out.read().strip())
         out.write(f"{os.getpid()}\n")
-    time.sleep(seconds)
+    time.sleep(again if repeated and again is not None else seconds)
+    if finished is not None:
+        with open(finished, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()}\n")
     return seconds

@@ -46,10 +46,12 @@ class Workers:
         }
         return cls(shared.stack, create_app(settings), env)
 
-    def start(self, name: str, *, wait_ready: bool = False) -> None:
+    def start(
+        self, name: str, *, wait_ready: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         offset = local.log_size(self.stack, name)
         command = [*local.worker_command(name, 2), "--include=tests.support.slow_tasks"]
-        local.start_process(self.stack, name, command, self.env)
+        local.start_process(self.stack, name, command, {**self.env, **(env or {})})
         if wait_ready:
             local.wait_for_log(self.stack, name, offset, "ready.")
 
