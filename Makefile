@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: demo test check up down bench soak venv browser clean
+.PHONY: demo test check up down bench soak venv browser prometheus clean
 
 ## The virtual environment: created once, reinstalled when a requirements file changes.
 $(PY):
@@ -50,7 +50,7 @@ demo: $(RUNTIME_STAMP)
 
 ## The whole suite: lint and types, then unit and integration tests (which start
 ## their own endpoint, workers and Flower, and stop them).
-test: $(DEV_STAMP) browser check
+test: $(DEV_STAMP) browser prometheus check
 	$(PY) -m pytest
 
 ## The browser test drives Debian's chromium through chromedriver: installed if missing.
@@ -60,6 +60,15 @@ browser:
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+## The metrics test runs a real Prometheus server: Debian's package, installed if missing.
+prometheus:
+	@if [ ! -x /usr/bin/prometheus ]; then \
+	  echo "installing Debian's prometheus (for the metrics test)"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 
 check: $(DEV_STAMP)

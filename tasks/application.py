@@ -149,7 +149,9 @@ def create_app(
         # each heartbeat is one SNS publish (README: "Monitoring and its cost").
         worker_enable_remote_control=settings.remote_control,
         worker_send_task_events=settings.events,
-        task_send_sent_event=False,
+        # task-sent events (Flower, celery_task_sent_total, the age of the oldest
+        # waiting task in deploy/exporter.py): one more event per task, batched.
+        task_send_sent_event=settings.events,
     )
     # The transport needs the names Celery gives its monitoring exchanges and queues.
     app.conf.broker_transport_options.update(

@@ -28,3 +28,13 @@ def slow(
         with open(finished, "a", encoding="utf-8") as out:
             out.write(f"{os.getpid()}\n")
     return seconds
+
+
+class PlannedFailure(ValueError):
+    """The failure a test asks for, by its own name."""
+
+
+@app.task(name="tests.fail")  # type: ignore[untyped-decorator]
+def fail(message: str) -> None:
+    """Fail at run time (not at admission), as a task with a bug does."""
+    raise PlannedFailure(message)
