@@ -14,8 +14,9 @@
 #          it is not there yet: a new stack's instances may boot before the upload)
 #   venv   a virtual environment with the pinned requirements, then the project
 #   units  the systemd units, and this node's settings (node.env: role, concurrency)
-#   start  enable and start the unit of this node's role: the instance's
-#          CloudworkerRole tag (worker or flower), read from the metadata service
+#   start  enable and start the units of this node's role: the instance's
+#          CloudworkerRole tag (worker or flower), read from the metadata service;
+#          a worker also runs the drain agent, Flower's instance the exporter
 #
 # Elsewhere, as an ordinary user (the tests do this):
 #   CLOUDWORKER_BOOT_ROOT=DIR   install under DIR instead of /
@@ -140,10 +141,21 @@ step_units() {
     >"$etc_dir/node.env"
 }
 
+# The units role $1 starts (all are installed): a worker's drain agent lets
+# scale-in wait for its tasks; the exporter runs beside Flower.
+role_units() {
+  case $1 in
+    worker) echo cloudworker-worker.service cloudworker-drain.service ;;
+    flower) echo cloudworker-flower.service cloudworker-exporter.service ;;
+  esac
+}
+
 step_start() {
   resolve_role
   systemctl daemon-reload
-  systemctl enable --now "cloudworker-$role.service"
+  local units
+  read -ra units <<<"$(role_units "$role")"
+  systemctl enable --now "${units[@]}"
 }
 
 for step in $steps; do

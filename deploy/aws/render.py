@@ -39,9 +39,12 @@ __all__ = [
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent
 USERDATA = DEPLOY_DIR / "userdata.sh"
+#: Every unit goes to every node; userdata.sh starts those of the node's role.
 UNITS = (
     DEPLOY_DIR / "systemd" / "cloudworker-worker.service",
+    DEPLOY_DIR / "systemd" / "cloudworker-drain.service",
     DEPLOY_DIR / "systemd" / "cloudworker-flower.service",
+    DEPLOY_DIR / "systemd" / "cloudworker-exporter.service",
 )
 BEGIN = "# BEGIN GENERATED USER DATA"
 END = "# END GENERATED USER DATA"
@@ -54,6 +57,8 @@ STACK_ENV: dict[str, str] = {
     "AWS_REGION": "${AWS::Region}",
     "AWS_DEFAULT_REGION": "${AWS::Region}",
     "CLOUDWORKER_REGION": "${AWS::Region}",
+    # The exporter's CloudWatch dimension, which the error-rate alarm reads.
+    "CLOUDWORKER_STACK_NAME": "${AWS::StackName}",
     "CLOUDWORKER_QUEUE_PREFIX": "${NamePrefix}",
     "CLOUDWORKER_TASK_QUEUE": DEFAULTS.task_queue,
     "CLOUDWORKER_VISIBILITY_TIMEOUT": str(DEFAULTS.visibility_timeout),

@@ -9,8 +9,12 @@
 * the generated user data equals a fresh render of deploy/userdata.sh and the
   units, and the units run what the local stack runs;
 * what moto's CloudFormation does not implement (queue and bucket policies,
-  scaling policies, alarms, the bucket's notification, lifecycle and public
-  access block) is checked here, on the template itself;
+  scaling policies, alarms, the lifecycle hook, the alarm subscription, the
+  bucket's notification, lifecycle and public access block) is checked here,
+  on the template itself: each alarm's metric, statistic, period, threshold and
+  actions; the drain hook's timeout against the worker unit's stop timeout;
+* the drain agent and the exporter start on their nodes only (the user data's
+  start step, run with a stand-in systemctl);
 * the small pure helpers of the deploy command (parameters, env file, secret).
 """
 
@@ -34,7 +38,7 @@ from celery.utils.nodenames import host_format
 
 from config import Settings
 from deploy import local, provision
-from deploy.aws import envfile, render, secret, stack
+from deploy.aws import drain, envfile, render, secret, stack
 from deploy.aws.names import DEFAULTS, FLOWER_PORT, ROLE_TAG, TEMPLATE, password_parameter
 
 TEMPLATE_TEXT = TEMPLATE.read_text()
@@ -54,8 +58,20 @@ ALLOWED_WILDCARDS = {
     "${Bucket.Arn}/outbox/*",
     "${Bucket.Arn}/releases/*",
 }
-#: ListQueues is authorised on the account's queue namespace only, never on a queue.
-LIST_QUEUES = (["sqs:ListQueues"], SQS + "*")
+#: Actions AWS authorises on nothing narrower, as (actions, resource): ListQueues on
+#: the account's queue namespace; DescribeAutoScalingInstances and PutMetricData on
+#: "*" (the latter narrowed by a namespace condition); CompleteLifecycleAction on the
+#: account's groups, narrowed by the stack's tag (the group's ARN would be circular).
+WIDE_GRANTS = {
+    (("sqs:ListQueues",), SQS + "*"),
+    (("autoscaling:DescribeAutoScalingInstances",), "*"),
+    (("cloudwatch:PutMetricData",), "*"),
+    (
+        ("autoscaling:CompleteLifecycleAction",),
+        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:"
+        "autoScalingGroup:*:autoScalingGroupName/*",
+    ),
+}
 #: What the monitoring transport needs of SNS (the contract with tasks/sqs/fanout.py).
 SNS_ACTIONS = {
     "sns:CreateTopic",
@@ -83,7 +99,23 @@ NOT_IN_MOTO = {
     "AWS::SQS::QueuePolicy",
     "AWS::S3::BucketPolicy",
     "AWS::AutoScaling::ScalingPolicy",
+    "AWS::AutoScaling::LifecycleHook",
     "AWS::CloudWatch::Alarm",
+    "AWS::SNS::Subscription",
+}
+#: CLOUDWORKER_SHUTDOWN_GRACE's default: the worker's warm shutdown lets running
+#: tasks finish this long, which the unit's TimeoutStopSec must hold.
+DEFAULT_SHUTDOWN_GRACE = 540
+#: The alarms that mail someone (AlarmTopic); the others drive scaling.
+NOTIFYING_ALARMS = {
+    "DeadLetterQueueNotEmptyAlarm",
+    "OldestMessageAlarm",
+    "NoWorkerAlarm",
+    "TaskErrorRateAlarm",
+}
+SCALING_ALARMS = {
+    "WakeFromZeroAlarm": "WakeFromZeroScaling",
+    "OldestMessageScalingAlarm": "OldestMessageScaling",
 }
 
 
@@ -157,7 +189,7 @@ def wildcard_violations(template: dict[str, Any]) -> list[str]:
                 resource = resource_string(raw)
                 if "*" not in resource or resource in ALLOWED_WILDCARDS:
                     continue
-                if (actions, resource) == LIST_QUEUES:
+                if (tuple(actions), resource) in WIDE_GRANTS:
                     continue
                 found.append(f"{label}: wildcard resource {resource}")
     return found
@@ -167,6 +199,72 @@ def role_statements() -> dict[str, dict[str, Any]]:
     role = RESOURCES["InstanceRole"]["Properties"]
     (policy,) = role["Policies"]
     return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+
+
+SINGLE_METRIC_KEYS = (
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "Period",
+    "Threshold",
+    "ComparisonOperator",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+)
+
+
+def alarm(name: str) -> dict[str, Any]:
+    """An alarm's properties; asserts it is one."""
+    assert RESOURCES[name]["Type"] == "AWS::CloudWatch::Alarm"
+    return dict(RESOURCES[name]["Properties"])
+
+
+def single_metric(props: dict[str, Any]) -> dict[str, Any]:
+    """What a single-metric alarm watches and how, comparable as one dict."""
+    return {key: props[key] for key in SINGLE_METRIC_KEYS}
+
+
+def math_metrics(props: dict[str, Any]) -> dict[str, Any]:
+    """A metric-math alarm's metrics by id: (namespace, name, dimensions, stat, period)."""
+    found: dict[str, Any] = {}
+    for metric in props["Metrics"]:
+        if "MetricStat" in metric:
+            stat_ = metric["MetricStat"]
+            inner = stat_["Metric"]
+            found[metric["Id"]] = (
+                inner["Namespace"],
+                inner["MetricName"],
+                inner["Dimensions"],
+                stat_["Stat"],
+                stat_["Period"],
+            )
+        else:
+            found[metric["Id"]] = metric["Expression"]
+    return found
+
+
+def run_start_step(tmp_path: Path, role: str) -> list[str]:
+    """The systemctl commands the rendered user data's start step runs for ``role``."""
+    root, bin_dir = tmp_path / role / "root", tmp_path / role / "bin"
+    bin_dir.mkdir(parents=True)
+    calls = tmp_path / role / "systemctl.log"
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >>{shlex.quote(str(calls))}\n')
+    systemctl.chmod(0o755)
+    script = tmp_path / role / "user-data"
+    script.write_text(render.user_data(sample_values()))
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CLOUDWORKER_BOOT_ROOT": str(root),
+        "CLOUDWORKER_BOOT_STEPS": "start",
+        "CLOUDWORKER_BOOT_ROLE": role,
+    }
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return calls.read_text().splitlines()
 
 
 def unit(name: str) -> configparser.ConfigParser:
@@ -262,8 +360,16 @@ def test_topics_only_under_the_prefix_with_the_monitoring_actions() -> None:
     statement = role_statements()["Topics"]
     assert resource_string(statement["Resource"]) == SNS + "${NamePrefix}*"
     assert set(statement["Action"]) == SNS_ACTIONS
-    granted = {a for s in role_statements().values() for a in as_list(s["Action"])}
+    allowed = [s for s in role_statements().values() if s["Effect"] == "Allow"]
+    granted = {a for s in allowed for a in as_list(s["Action"])}
     assert {a for a in granted if a.startswith("sns:")} == SNS_ACTIONS
+    # The alarm topic's generated name (<stack>-AlarmTopic-...) can match the prefix.
+    deny = role_statements()["NotTheAlarmTopic"]
+    assert (deny["Effect"], deny["Action"], deny["Resource"]) == (
+        "Deny",
+        "sns:*",
+        {"Ref": "AlarmTopic"},
+    )
 
 
 def test_objects_by_prefix_and_nothing_to_delete_in_the_inbox() -> None:
@@ -427,7 +533,227 @@ def test_an_empty_group_wakes_up_when_tasks_wait() -> None:
     assert wake["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
 
 
-def test_flower_is_reachable_from_the_admin_cidr_only() -> None:
+def test_every_alarm_is_either_a_scaling_trigger_or_mails_the_alarm_topic() -> None:
+    alarms = {n for n, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == NOTIFYING_ALARMS | set(SCALING_ALARMS)
+    topic = [{"Ref": "AlarmTopic"}]
+    for name in NOTIFYING_ALARMS:
+        props = alarm(name)
+        assert (props["AlarmActions"], props["OKActions"]) == (topic, topic), name
+    for name, policy in SCALING_ALARMS.items():
+        props = alarm(name)
+        assert props["AlarmActions"] == [{"Ref": policy}] and "OKActions" not in props
+    # Chosen, not defaulted: missing SQS data is an idle queue, missing task counts
+    # are no exporter; neither is evidence of trouble.
+    for name in alarms:
+        assert alarm(name)["TreatMissingData"] == "notBreaching", name
+    assert RESOURCES["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert T["Outputs"]["AlarmTopic"]["Value"] == {"Ref": "AlarmTopic"}
+
+
+def test_the_email_subscription_exists_only_with_an_address() -> None:
+    subscription = RESOURCES["AlarmSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert T["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+    parameter = T["Parameters"]["AlarmEmail"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("ops@example.com")
+    assert not pattern.fullmatch("ops") and not pattern.fullmatch("o ps@example.com")
+
+
+def test_dead_letters_raise_an_alarm_at_once() -> None:
+    assert single_metric(alarm("DeadLetterQueueNotEmptyAlarm")) == {
+        "Namespace": "AWS/SQS",
+        "MetricName": "ApproximateNumberOfMessagesVisible",
+        "Dimensions": [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+        ],
+        "Statistic": "Maximum",
+        "Period": 60,
+        "Threshold": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+    }
+
+
+def test_tasks_waiting_too_long_raise_an_alarm_after_five_minutes() -> None:
+    assert single_metric(alarm("OldestMessageAlarm")) == {
+        "Namespace": "AWS/SQS",
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}],
+        "Statistic": "Maximum",
+        "Period": 60,
+        "Threshold": {"Ref": "OldestMessageAlarmAge"},
+        "ComparisonOperator": "GreaterThanThreshold",
+        "EvaluationPeriods": 5,
+        "DatapointsToAlarm": 5,
+    }
+    assert T["Parameters"]["OldestMessageAlarmAge"]["Default"] == 900
+
+
+def test_a_failed_wake_up_raises_an_alarm_after_ten_minutes() -> None:
+    props = alarm("NoWorkerAlarm")
+    wake = alarm("WakeFromZeroAlarm")
+    assert props["Metrics"] == wake["Metrics"]  # the same condition, held longer
+    metrics = math_metrics(props)
+    assert metrics["visible"] == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}],
+        "Maximum",
+        60,
+    )
+    assert metrics["workers"] == (
+        "AWS/AutoScaling",
+        "GroupInServiceInstances",
+        [{"Name": "AutoScalingGroupName", "Value": {"Ref": "WorkerGroup"}}],
+        "Maximum",
+        60,
+    )
+    assert metrics["idle"] == "IF(visible > 0 AND FILL(workers, 0) < 1, 1, 0)"
+    assert (props["Threshold"], props["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (10, 10)
+    assert (wake["EvaluationPeriods"], wake["DatapointsToAlarm"]) == (1, 1)
+
+
+def test_the_task_error_rate_reads_the_exporters_counts_of_this_stack() -> None:
+    props = alarm("TaskErrorRateAlarm")
+    stack_dimension = [{"Name": "Stack", "Value": {"Ref": "AWS::StackName"}}]
+    metrics = math_metrics(props)
+    assert metrics["succeeded"] == ("cloudworker", "TasksSucceeded", stack_dimension, "Sum", 300)
+    assert metrics["failed"] == ("cloudworker", "TasksFailed", stack_dimension, "Sum", 300)
+    # No division by zero: a period without tasks is 0%, not an error.
+    assert metrics["finished"] == "FILL(succeeded, 0) + FILL(failed, 0)"
+    assert metrics["rate"] == "IF(finished > 0, 100 * FILL(failed, 0) / finished, 0)"
+    returned = [m["Id"] for m in props["Metrics"] if m["ReturnData"]]
+    assert returned == ["rate"]
+    assert (props["Threshold"], props["ComparisonOperator"]) == (
+        {"Ref": "TaskErrorRatePercent"},
+        "GreaterThanThreshold",
+    )
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (3, 2)
+    assert T["Parameters"]["TaskErrorRatePercent"]["Default"] == 5
+    # The exporter publishes under the stack's name, from stack.env.
+    start = shlex.split(unit("cloudworker-exporter.service")["Service"]["ExecStart"])
+    assert start[1:3] == ["-m", "deploy.exporter"]
+    assert start[start.index("--cloudwatch-stack") + 1] == "${CLOUDWORKER_STACK_NAME}"
+    assert render.STACK_ENV["CLOUDWORKER_STACK_NAME"] == "${AWS::StackName}"
+    statement = role_statements()["PutMetricData"]
+    assert (statement["Action"], statement["Resource"]) == ("cloudwatch:PutMetricData", "*")
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "cloudworker"}}
+
+
+def test_workers_are_added_when_the_oldest_task_waits() -> None:
+    props = alarm("OldestMessageScalingAlarm")
+    assert single_metric(props) == {
+        "Namespace": "AWS/SQS",
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}],
+        "Statistic": "Maximum",
+        "Period": 60,
+        "Threshold": {"Ref": "ScaleOutOldestMessageAge"},
+        "ComparisonOperator": "GreaterThanThreshold",
+        "EvaluationPeriods": 2,
+        "DatapointsToAlarm": 2,
+    }
+    policy = RESOURCES["OldestMessageScaling"]["Properties"]
+    assert policy["AutoScalingGroupName"] == {"Ref": "WorkerGroup"}
+    assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ChangeInCapacity")
+    # Bounds are relative to the threshold: +1 above it, +2 from twice it.
+    age = {"Ref": "ScaleOutOldestMessageAge"}
+    assert policy["StepAdjustments"] == [
+        {"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": age, "ScalingAdjustment": 1},
+        {"MetricIntervalLowerBound": age, "ScalingAdjustment": 2},
+    ]
+    assert T["Parameters"]["ScaleOutOldestMessageAge"]["Default"] == 120
+    assert RESOURCES["BacklogScaling"]["Properties"]["PolicyType"] == "TargetTrackingScaling"
+
+
+# -- scale-in that drains ---------------------------------------------------------------
+
+
+def test_terminations_wait_for_the_worker_to_drain() -> None:
+    stop_timeout = int(unit("cloudworker-worker.service")["Service"]["TimeoutStopSec"])
+    assert stop_timeout > DEFAULT_SHUTDOWN_GRACE  # the grace period fits in the stop
+    hook = RESOURCES["DrainHook"]
+    assert hook["Type"] == "AWS::AutoScaling::LifecycleHook"
+    props = hook["Properties"]
+    assert props["AutoScalingGroupName"] == {"Ref": "WorkerGroup"}
+    assert props["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert props["LifecycleHookName"] == drain.HOOK_NAME
+    # The stop, plus the agent's polls and margin; then the instance goes regardless.
+    assert props["HeartbeatTimeout"] >= stop_timeout + 60 + drain.POLL_SECONDS
+    assert props["DefaultResult"] == "CONTINUE"
+
+
+def test_the_drain_agent_may_complete_this_stacks_lifecycle_actions_only() -> None:
+    statements = role_statements()
+    complete = statements["CompleteLifecycleAction"]
+    assert (complete["Effect"], complete["Action"]) == (
+        "Allow",
+        "autoscaling:CompleteLifecycleAction",
+    )
+    assert complete["Condition"] == {
+        "StringEquals": {
+            "autoscaling:ResourceTag/aws:cloudformation:stack-name": {"Ref": "AWS::StackName"}
+        }
+    }
+    assert resource_string(complete["Resource"]).startswith(
+        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:"
+    )
+    describe = statements["DescribeAutoScalingInstances"]
+    assert (describe["Action"], describe["Resource"]) == (
+        "autoscaling:DescribeAutoScalingInstances",
+        "*",
+    )
+    granted = {a for s in statements.values() for a in as_list(s["Action"])}
+    assert {a for a in granted if a.startswith("autoscaling:")} == {
+        "autoscaling:CompleteLifecycleAction",
+        "autoscaling:DescribeAutoScalingInstances",
+    }
+
+
+def test_the_drain_unit_runs_the_agent_as_root_and_is_in_the_user_data() -> None:
+    assert render.DEPLOY_DIR / "systemd" / "cloudworker-drain.service" in render.UNITS
+    service = unit("cloudworker-drain.service")["Service"]
+    assert shlex.split(service["ExecStart"])[1:3] == ["-m", "deploy.aws.drain"]
+    assert "User" not in service  # root: it stops the worker unit
+    assert service["Restart"] == "on-failure"  # done (exit 0): the instance is going
+    rest = render.user_data_pieces()[2]
+    assert "/etc/cloudworker/units/cloudworker-drain.service" in rest
+    # It stops the worker unit the user data installs.
+    assert drain.STOP_COMMAND == ("systemctl", "stop", "cloudworker-worker.service")
+    assert render.DEPLOY_DIR / "systemd" / drain.STOP_COMMAND[-1] in render.UNITS
+
+
+def test_the_drain_agent_starts_on_workers_and_the_exporter_beside_flower(
+    tmp_path: Path,
+) -> None:
+    assert run_start_step(tmp_path, "worker") == [
+        "daemon-reload",
+        "enable --now cloudworker-worker.service cloudworker-drain.service",
+    ]
+    assert run_start_step(tmp_path, "flower") == [
+        "daemon-reload",
+        "enable --now cloudworker-flower.service cloudworker-exporter.service",
+    ]
+
+
+def test_flower_and_the_exporter_are_reachable_from_the_admin_cidr_only() -> None:
+    exporter = shlex.split(unit("cloudworker-exporter.service")["Service"]["ExecStart"])
+    exporter_port = int(exporter[exporter.index("--port") + 1])
     flower_sg = RESOURCES["FlowerSecurityGroup"]["Properties"]
     assert flower_sg["SecurityGroupIngress"] == [
         {
@@ -436,8 +762,19 @@ def test_flower_is_reachable_from_the_admin_cidr_only() -> None:
             "FromPort": FLOWER_PORT,
             "ToPort": FLOWER_PORT,
             "CidrIp": {"Ref": "AdminCidr"},
-        }
+        },
+        {
+            "Description": "Prometheus metrics exporter "
+            "(no secrets, only task names, hostnames and counts)",
+            "IpProtocol": "tcp",
+            "FromPort": exporter_port,
+            "ToPort": exporter_port,
+            "CidrIp": {"Ref": "AdminCidr"},
+        },
     ]
+    assert T["Outputs"]["MetricsUrl"]["Value"] == {
+        "Fn::Sub": f"http://${{FlowerAddress}}:{exporter_port}/metrics"
+    }
     assert "SecurityGroupIngress" not in RESOURCES["WorkerSecurityGroup"]["Properties"]
     assert "Default" not in T["Parameters"]["AdminCidr"]  # no open default
     flower = RESOURCES["FlowerInstance"]["Properties"]
