@@ -200,3 +200,16 @@ def test_prometheus_reads_what_sqs_and_s3_hold(
     assert query(prometheus, f'cloudworker_queue_messages_in_flight{{queue_name="{QUEUE}"}}') == [
         0.0
     ]
+
+
+def test_every_metric_the_dashboard_draws_is_one_the_exporter_serves(
+    exporter: str, prometheus: str
+) -> None:
+    from tests.unit.test_grafana_dashboard import EXPORTED
+
+    with urllib.request.urlopen(f"http://{exporter}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    # prometheus_client names a counter family without its _total suffix.
+    served = families | {f"{name}_total" for name in families}
+    assert sorted(EXPORTED - served) == []
