@@ -107,10 +107,14 @@ def hand_back_waiting() -> int:
         if id(request) not in active and not request.acknowledged
     ]
     for request in waiting:
-        channel = getattr(request.message, "channel", None)
-        if channel is not None:
-            channel.handing_back = True
-        request.reject(requeue=True)
+        message = request.message
+        if getattr(message, "channel", None) is not None:
+            message.channel.handing_back = True
+        # Not request.reject(): Celery defers that to the event loop, which has
+        # stopped; kombu's reject goes to the channel now.
+        if not message.acknowledged:
+            message.reject_log_error(log, (Exception,), requeue=True)
+        request.acknowledged = True
     return len(waiting)
 
 

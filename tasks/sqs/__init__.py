@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -72,6 +73,7 @@ from tasks.queues import (
     REASON_KEY,
     SOURCE_ATTRIBUTE,
     batches,
+    name_of,
     receipt_entries,
 )
 from tasks.sqs.batch_sends import BatchingClient, current_batch
@@ -323,7 +325,10 @@ class Channel(FanoutChannel):
         connection = self._asynsqs
         client = getattr(connection, "_httpclient", None)
         if isinstance(client, _TimedCurlClient):
-            client.finish(timeout)
+            # Receiver queues (control replies, events) hold nothing to hand back:
+            # their long polls are not waited for.
+            receivers = self.receiver_names.prefix
+            client.finish(timeout, lambda url: not name_of(url).startswith(receivers))
 
     # -- delays through SQS --------------------------------------------------------------
 
@@ -503,16 +508,29 @@ class _TimedCurlClient(CurlClient):
         super().__init__(hub)
         self._timeout_ms = int(timeout * 1000)
 
-    def finish(self, timeout: float) -> None:
-        """Drive the requests in progress to their answers (callbacks included), no hub."""
+    def finish(self, timeout: float, wanted: Callable[[str], bool]) -> None:
+        """Drive the requests to ``wanted`` queue URLs to their answers (callbacks too), no hub."""
         deadline = time.monotonic() + timeout
-        while not self._closed and len(self._free_list) < len(self._curls):
+        while not self._closed and any(wanted(url) for url in self._queues_in_progress()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.warning("a receive still had no answer after %.0f s", timeout)
                 return
             self._multi.select(min(remaining, 0.5))
             self._timeout_check()  # type: ignore[no-untyped-call]
+
+    def _queues_in_progress(self) -> list[str]:
+        """The queue URL of each request in progress (JSON protocol: in the body)."""
+        urls = []
+        for curl in self._curls:
+            request = (getattr(curl, "info", None) or {}).get("request")
+            if request is None:
+                continue
+            try:
+                urls.append(str(json.loads(request.body)["QueueUrl"]))
+            except (TypeError, ValueError, KeyError):
+                urls.append(str(request.url))
+        return urls
 
     # kombu private: sets no timeout on a pycurl request.
     def _setup_request(
