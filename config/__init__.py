@@ -73,6 +73,8 @@ class Settings:
     events: bool = True
     #: Seconds between a worker's event heartbeats (Flower marks it offline after 2x).
     event_heartbeat: float = 30.0
+    #: Instrument Celery with OpenTelemetry when opentelemetry-instrumentation-celery is installed.
+    tracing: bool = True
     #: Seconds a stopping worker (SIGTERM) lets running tasks finish before it hands
     #: them back; within systemd's TimeoutStopSec (600 s, deploy/systemd/).
     shutdown_grace: float = 540.0

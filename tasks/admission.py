@@ -7,7 +7,9 @@ each on what the one before it let through:
 
 1. **The message** (:func:`message_problem`): task protocol 2; every header and
    property Celery reads has the type Celery expects (``id``, ``task``, ``eta``,
-   ``expires``, ``retries``, ``timelimit``, ``countdown``...); ``reply_to`` is
+   ``expires``, ``retries``, ``timelimit``, ``countdown``...), and the trace
+   context OpenTelemetry's instrumentation reads is bounded text (``traceparent``,
+   ``tracestate``, ``baggage``: :mod:`tasks.tracing`); ``reply_to`` is
    a response queue of this deployment or empty; the body decodes (nesting depth
    and long integers are bounded by :mod:`tasks.codec`) into
    ``[args, kwargs, embed]`` of the right types. A message that fails is broken:
@@ -89,6 +91,8 @@ def _encodable(text: str) -> bool:
 
 _short_text = _text(_MAX_NAME)
 _repr_text = _text(_MAX_REPR)
+#: W3C's limit for a baggage header; OpenTelemetry ignores longer trace context anyway.
+_trace_text = _text(8192)
 
 
 def _date(value: Any) -> str | None:
@@ -131,7 +135,7 @@ def _flag(value: Any) -> str | None:
     return None if value is None or isinstance(value, bool) else "must be true, false or null"
 
 
-#: Every protocol-2 header Celery's worker reads, with what it must hold.
+#: Every protocol-2 header Celery's worker reads (and the trace context), with what it must hold.
 _HEADERS: dict[str, Check] = {
     "lang": _short_text,
     "task": _short_text,
@@ -152,6 +156,11 @@ _HEADERS: dict[str, Check] = {
     "ignore_result": _flag,
     "stamped_headers": _optional(list, "a list"),
     "stamps": _optional(dict, "an object"),
+    # Read by OpenTelemetry's Celery instrumentation (tasks/tracing.py) in the pool,
+    # whose propagators fail on text that is not Unicode and log an oversized value whole.
+    "traceparent": _trace_text,
+    "tracestate": _trace_text,
+    "baggage": _trace_text,
 }
 
 #: Every header becomes an attribute of the task's request (Celery's ``Context``):

@@ -15,7 +15,7 @@ from kombu.exceptions import EncodeError
 
 from config import Settings
 from config import load as load_settings
-from tasks import codec
+from tasks import codec, tracing
 from tasks.keys import check_task_id, task_payload_prefix
 from tasks.reaper import Reaper
 from tasks.services import Services
@@ -60,13 +60,17 @@ class CloudworkerCelery(Celery):  # type: ignore[misc]
 
         Every task Celery sends passes here (``delay``, ``apply_async``, canvas).
         Keying the payloads by task id is what lets the worker confine the
-        references it resolves and deletes to its own task's; and a value the
-        codec refuses raises its typed error, not kombu's ``EncodeError``.
+        references it resolves and deletes to its own task's; a value the codec
+        refuses raises its typed error, not kombu's ``EncodeError``; and the trace
+        span of a publish that fails is ended (:func:`tasks.tracing.publishing`).
         """
         task_id = check_task_id(task_id) if task_id is not None else uuid()
         if "argsrepr" not in options and "kwargsrepr" not in options:
             options.update(self._reprs(args, kwargs))
-        with codec.payload_prefix(task_payload_prefix(task_id)):
+        with (
+            codec.payload_prefix(task_payload_prefix(task_id)),
+            tracing.publishing(name, task_id),
+        ):
             try:
                 return super().send_task(name, args, kwargs, task_id=task_id, **options)
             except EncodeError as exc:
@@ -159,6 +163,8 @@ def create_app(
         event_queue_prefix=app.conf.event_queue_prefix,
         control_namespace=app.conf.control_exchange,
     )
+    # Traces across client and worker, when OpenTelemetry's Celery instrumentation is installed.
+    tracing.instrument(settings)
     app.steps["consumer"].add(VisibilityHeartbeat)
     app.steps["worker"].add(Reaper)
     app.steps["worker"].add(ShutdownGrace)

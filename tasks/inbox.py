@@ -6,7 +6,8 @@ worker, :class:`InboxConsumer` (a Celery consumer bootstep, no extra daemon)
 reads those events and turns each new object into an ordinary
 ``tasks.process_inbox_object`` task on the task queue, so the work itself runs
 in the pool with the same at-least-once delivery as any task. The event is
-acknowledged once the task is queued.
+acknowledged once the task is queued. With tracing on, each object is the root
+of a trace of its own (:func:`tasks.tracing.inbox_span`), its task a part of it.
 
 :func:`process_object` writes ``outbox/<name>`` for an image, or
 ``outbox/<name>.error.json`` with the reason for one that cannot be processed,
@@ -35,6 +36,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from config import Settings
+from tasks import tracing
 from tasks.compute import imaging
 from tasks.errors import InvalidInput
 from tasks.objectstore import ObjectStore
@@ -160,6 +162,7 @@ class InboxConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     def _on_event(self, message: Message) -> None:
         for key in created_keys(message.body, self._settings.inbox_prefix):
-            self._app.send_task(PROCESS_TASK, args=[key], ignore_result=True)
+            with tracing.inbox_span(self._settings, key):
+                self._app.send_task(PROCESS_TASK, args=[key], ignore_result=True)
             log.info("inbox: queued %s", key)
         message.ack()  # type: ignore[no-untyped-call]

@@ -1,4 +1,4 @@
-"""Test workers on a queue of their own, with the slow test task loaded.
+"""Test workers on a queue of their own, with the slow test task (and any other module) loaded.
 
 Reliability and shutdown tests start, stop and kill workers; they do it on their
 own queue (provisioned with the visibility timeout the test needs) so that the
@@ -47,10 +47,17 @@ class Workers:
         return cls(shared.stack, create_app(settings), env)
 
     def start(
-        self, name: str, *, wait_ready: bool = False, env: dict[str, str] | None = None
+        self,
+        name: str,
+        *,
+        wait_ready: bool = False,
+        env: dict[str, str] | None = None,
+        include: tuple[str, ...] = (),
     ) -> None:
+        """Start worker ``name``; ``include`` names more modules it loads (``--include``)."""
         offset = local.log_size(self.stack, name)
-        command = [*local.worker_command(name, 2), "--include=tests.support.slow_tasks"]
+        modules = ",".join(("tests.support.slow_tasks", *include))
+        command = [*local.worker_command(name, 2), f"--include={modules}"]
         local.start_process(self.stack, name, command, {**self.env, **(env or {})})
         if wait_ready:
             local.wait_for_log(self.stack, name, offset, "ready.")
