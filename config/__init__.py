@@ -71,6 +71,9 @@ class Settings:
     remote_control: bool = True
     #: Workers send task events (received, started, succeeded...) over SNS, for Flower.
     events: bool = True
+    #: Clients send a task-sent event per task (with ``events``): Flower's "sent", the
+    #: exporter's celery_task_sent_total and oldest waiting task. One more SNS publish per task.
+    sent_events: bool = False
     #: Seconds between a worker's event heartbeats (Flower marks it offline after 2x).
     event_heartbeat: float = 30.0
     #: Instrument Celery with OpenTelemetry when opentelemetry-instrumentation-celery is installed.

@@ -18,7 +18,7 @@ revoked}_total``                         ``exception``), from the task events
 ``cloudworker_queue_messages_in_flight`` received, not yet acknowledged (SQS)
 ``cloudworker_queue_messages_delayed``   waiting out a countdown (SQS)
 ``cloudworker_queue_oldest_task_age_     seconds the oldest task sent and not yet
-seconds``                                received has waited (events; SQS itself
+seconds``                                received has waited (task-sent events; SQS
                                          reports this only to CloudWatch)
 ``cloudworker_dead_letter_queue_length`` messages in the task queue's DLQ
 ``cloudworker_response_queues``          clients' response queues alive now
@@ -28,7 +28,9 @@ seconds``                                received has waited (events; SQS itself
 
 Flower's own ``/metrics`` is not reused: its names (``flower_events_total``...)
 are not the ones dashboards use, and Flower is optional. ``task-sent`` events
-come from clients (cloudworker turns them on with ``CLOUDWORKER_EVENTS``); the
+come from clients, which send them with ``CLOUDWORKER_SENT_EVENTS`` on (one more
+SNS publish per task, so off by default): without them there is no
+``celery_task_sent_total`` and no oldest-task age, the rest is all there. The
 SQS and S3 figures are read at most once per ``--refresh`` seconds, whatever
 the scrape rate, so that scraping costs a bounded number of requests.
 
@@ -119,6 +121,7 @@ class EventMetrics:
         self._tasks: dict[str, tuple[str, str]] = {}
         #: uuid -> when it was sent, for tasks sent and not yet received.
         self._waiting: dict[str, tuple[str, float]] = {}
+        self._sent_queues: set[str] = set()
         #: hostname -> (last heartbeat, heartbeat interval, active tasks, online)
         self._workers: dict[str, tuple[float, float, int, bool]] = {}
         #: Tasks succeeded and failed so far (CloudWatch publishes the increase).
@@ -142,6 +145,7 @@ class EventMetrics:
             self._remember(uuid, name, queue)
             if kind == "task-sent":
                 self._waiting[uuid] = (queue, float(event.get("timestamp") or self._clock()))
+                self._sent_queues.add(queue)
             else:
                 self._waiting.pop(uuid, None)
             if kind in self.outcomes:
@@ -195,6 +199,11 @@ class EventMetrics:
                 states[hostname] = (int(up), active if up else 0)
         return states
 
+    def queues_with_sent_events(self) -> set[str]:
+        """The queues whose clients send task-sent events: only those have a waiting age."""
+        with self._lock:
+            return set(self._sent_queues)
+
     def oldest_waiting(self) -> dict[str, float]:
         """queue -> seconds its oldest task sent and not yet received has waited."""
         now = self._clock()
@@ -239,7 +248,7 @@ class FleetCollector(Collector):
             labels=["queue_name"],
         )
         waiting = self._events.oldest_waiting()
-        for name in sorted({queue, *waiting}):
+        for name in sorted(self._events.queues_with_sent_events() | set(waiting)):
             oldest.add_metric([name], waiting.get(name, 0.0))
         yield oldest
         figures = self._aws_figures()

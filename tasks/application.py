@@ -154,8 +154,8 @@ def create_app(
         worker_enable_remote_control=settings.remote_control,
         worker_send_task_events=settings.events,
         # task-sent events (Flower, celery_task_sent_total, the age of the oldest
-        # waiting task in deploy/exporter.py): one more event per task, batched.
-        task_send_sent_event=settings.events,
+        # waiting task in deploy/exporter.py): one more SNS publish per task, so opt-in.
+        task_send_sent_event=settings.events and settings.sent_events,
     )
     # The transport needs the names Celery gives its monitoring exchanges and queues.
     app.conf.broker_transport_options.update(

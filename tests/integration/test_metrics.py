@@ -37,6 +37,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def fleet(local_stack: LocalStack) -> Iterator[Workers]:
     workers = Workers.on_queue(local_stack, QUEUE, visibility=60, wait_seconds=1)
+    # What CLOUDWORKER_SENT_EVENTS turns on in a client: celery_task_sent_total and
+    # the oldest waiting task's age come from these events.
+    workers.app.conf.task_send_sent_event = True
     try:
         yield workers
     finally:
