@@ -15,10 +15,13 @@ costs. Appends a section to ``bench/RESULTS.md`` (or prints it with ``--print``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,13 @@ MODES = {
     "off": {"CLOUDWORKER_EVENTS": "false", "CLOUDWORKER_REMOTE_CONTROL": "false"},
     "on": {"CLOUDWORKER_EVENTS": "true", "CLOUDWORKER_REMOTE_CONTROL": "true"},
     "on, Flower receiving": {"CLOUDWORKER_EVENTS": "true", "CLOUDWORKER_REMOTE_CONTROL": "true"},
+    # The metrics exporter (deploy/exporter.py) receiving, reading SQS and S3 every 30 s,
+    # and clients sending task-sent events (CLOUDWORKER_SENT_EVENTS) for its sent count.
+    "on, exporter receiving, task-sent": {
+        "CLOUDWORKER_EVENTS": "true",
+        "CLOUDWORKER_REMOTE_CONTROL": "true",
+        "CLOUDWORKER_SENT_EVENTS": "true",
+    },
 }
 
 
@@ -61,6 +71,8 @@ def measure(mode: str, tasks_n: int, idle_seconds: float) -> Measured:
             env = local.up(stack, workers=1, flower="Flower" in mode, endpoint=proxy.url)
             os.environ.update(env)
             os.environ["AWS_ENDPOINT_URL"] = proxy.url
+            if "exporter" in mode:
+                start_exporter(stack, env)
             app = create_app(Settings.from_env(os.environ))
             tasks = register(app)
             tasks.compute_stats.delay([1]).get(timeout=60)  # warm: queues, topics, subscriptions
@@ -82,9 +94,32 @@ def measure(mode: str, tasks_n: int, idle_seconds: float) -> Measured:
             {op: n / tasks_n for op, n in busy.items()},
         )
     finally:
+        local.stop_process(stack, "exporter")
         local.down(stack)
         os.environ.clear()
         os.environ.update(saved)
+
+
+def start_exporter(stack: local.Stack, env: dict[str, str]) -> None:
+    """``python -m deploy.exporter`` on the stack, through the proxy; back once it receives."""
+    before = local._event_receivers(env)
+    port = local._free_port()
+    command = [sys.executable, "-m", "deploy.exporter", "--port", str(port)]
+    local.start_process(stack, "exporter", command, dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not local._event_receivers(env) - before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the exporter did not subscribe to the events")
+        time.sleep(0.5)
+    # Scraped every 15 s, as Prometheus would: its SQS and S3 reads happen at scrapes.
+    threading.Thread(target=_scrape, args=(stack, port), daemon=True).start()
+
+
+def _scrape(stack: local.Stack, port: int) -> None:
+    while stack.pid("exporter") is not None:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        time.sleep(15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
     parser.add_argument("--print", action="store_true", help="print instead of appending")
+    parser.add_argument("--only", choices=list(MODES), help="measure one setting and print it")
     args = parser.parse_args(argv)
+    if args.only:
+        measured = measure(args.only, args.tasks, args.idle)
+        for op in sorted(set(measured.idle_per_hour) | set(measured.per_task)):
+            per_task = measured.per_task.get(op, 0)
+            print(f"{op}: {measured.idle_per_hour.get(op, 0)} / hour idle, {per_task:.2f} / task")
+        return 0
     found: dict[str, Measured] = {}
     for mode in MODES:
         print(f"monitoring {mode}: {args.idle:.0f} s idle, then {args.tasks} tasks", flush=True)

@@ -228,6 +228,7 @@ class FleetCollector(Collector):
         self._lock = threading.Lock()
         self._read_at = float("-inf")
         self._figures: dict[str, float] = {}
+        self._urls: dict[str, str] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
@@ -331,7 +332,9 @@ class FleetCollector(Collector):
         return figures
 
     def _attributes(self, name: str) -> dict[str, float]:
-        url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        url = self._urls.get(name)
+        if url is None:
+            url = self._urls[name] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
         attributes = self._sqs.get_queue_attributes(
             QueueUrl=url,
             AttributeNames=[
