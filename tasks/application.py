@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -61,15 +62,18 @@ class CloudworkerCelery(Celery):  # type: ignore[misc]
         Every task Celery sends passes here (``delay``, ``apply_async``, canvas).
         Keying the payloads by task id is what lets the worker confine the
         references it resolves and deletes to its own task's; a value the codec
-        refuses raises its typed error, not kombu's ``EncodeError``; and the trace
-        span of a publish that fails is ended (:func:`tasks.tracing.publishing`).
+        refuses raises its typed error, not kombu's ``EncodeError``; the trace span
+        of a publish that fails is ended (:func:`tasks.tracing.publishing`); and a
+        task whose ``reply_to`` is another process's is not waited for here.
         """
         task_id = check_task_id(task_id) if task_id is not None else uuid()
         if "argsrepr" not in options and "kwargsrepr" not in options:
             options.update(self._reprs(args, kwargs))
+        replies_to = getattr(self.backend, "replies_to", None)
         with (
             codec.payload_prefix(task_payload_prefix(task_id)),
             tracing.publishing(name, task_id),
+            replies_to(options.get("reply_to")) if replies_to else contextlib.nullcontext(),
         ):
             try:
                 return super().send_task(name, args, kwargs, task_id=task_id, **options)

@@ -20,8 +20,11 @@ task reads as ``PENDING`` until it ends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from celery import states
@@ -43,6 +46,8 @@ __all__ = ["CloudworkerBackend", "result_key"]
 log = logging.getLogger(__name__)
 
 _PENDING: dict[str, Any] = {"status": states.PENDING, "result": None}
+#: Set around a send whose ``reply_to`` is another process's queue (see ``replies_to``).
+_REPLIES_ELSEWHERE: ContextVar[bool] = ContextVar("cloudworker_replies_elsewhere", default=False)
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
 
@@ -67,8 +72,25 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         """The name of this process's response queue, sent as ``reply_to``."""
         return self.services.mailbox.name
 
+    @contextlib.contextmanager
+    def replies_to(self, reply_to: str | None) -> Iterator[None]:
+        """Around one send: whether its answer comes to this process's queue.
+
+        Celery gives every step of a canvas the caller's ``reply_to``, so a worker
+        that sends the next steps (a chain, a group in a chain, a chord's header)
+        sends tasks whose notices go to the caller, not to it. Such a task is not
+        expected here, and reading its state (``chord_unlock`` does) goes to S3.
+        """
+        elsewhere = bool(reply_to) and reply_to != self.reply_address()
+        token = _REPLIES_ELSEWHERE.set(elsewhere)
+        try:
+            yield
+        finally:
+            _REPLIES_ELSEWHERE.reset(token)
+
     def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
-        self.services.mailbox.expect(task_id)
+        if not _REPLIES_ELSEWHERE.get():
+            self.services.mailbox.expect(task_id)
         return {}
 
     def wait_for(

@@ -38,3 +38,15 @@ class PlannedFailure(ValueError):
 def fail(message: str) -> None:
     """Fail at run time (not at admission), as a task with a bug does."""
     raise PlannedFailure(message)
+
+
+@app.task(name="tests.add")  # type: ignore[untyped-decorator]
+def add(x: int, y: int) -> int:
+    """The sum: a step of a canvas."""
+    return x + y
+
+
+@app.task(name="tests.total")  # type: ignore[untyped-decorator]
+def total(values: list[int]) -> int:
+    """The sum of a group's results: a chord's body."""
+    return sum(values)
