@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: demo test check up down bench soak venv browser prometheus clean
+.PHONY: demo test check up down bench soak venv browser prometheus clean celery-suite
 
 ## The virtual environment: created once, reinstalled when a requirements file changes.
 $(PY):
@@ -53,6 +53,13 @@ demo: $(RUNTIME_STAMP)
 test: $(DEV_STAMP) browser prometheus check
 	$(PY) -m pytest
 
+## Celery 5.7.0's own integration tests (t/integration, fetched from the pinned sdist
+## into .cache/) against cloudworker on a local stack of their own; the tests that do
+## not apply are listed in tests/celery_suite/excluded.txt with their reasons. Not yet
+## part of `make test`: it does not pass yet (issue #15).
+celery-suite: $(DEV_STAMP)
+	$(PY) -m tests.celery_suite
+
 ## The browser test drives Debian's chromium through chromedriver: installed if missing.
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
@@ -86,4 +93,4 @@ soak: $(DEV_STAMP)
 	$(PY) -m bench.soak
 
 clean: down
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache output_image.*
+	rm -rf $(VENV) .run .cache .mypy_cache .ruff_cache .pytest_cache output_image.*
