@@ -138,14 +138,18 @@ def keep_running_tasks(
     timeout = settings.visibility_timeout
     interval = max(1.0, timeout / 3)
     deadline = time.monotonic() + grace
+    settled: float | None = None
     while True:
         running = running_tasks()
         if not running:
             return
-        if receives_done.is_set():
-            deadline = max(deadline, _settled_after(receives_done))
+        if settled is None and receives_done.is_set():
+            # The main thread is back with the pool: it takes in, within moments,
+            # the results of tasks that finished while it was reading.
+            settled = time.monotonic() + SETTLE_SECONDS
+            deadline = max(deadline, settled)
         remaining = deadline - time.monotonic()
-        if remaining <= 0 and receives_done.is_set():
+        if remaining <= 0 and settled is not None:
             break
         if timeout > 0:
             extend_visibility(settings, running, timeout)
@@ -162,10 +166,3 @@ def keep_running_tasks(
 #: Seconds the main thread gets, once the last receive is answered, to take in
 #: the results of tasks that finished meanwhile.
 SETTLE_SECONDS = 2.0
-
-_settled: dict[int, float] = {}
-
-
-def _settled_after(receives_done: threading.Event) -> float:
-    """When the main thread is back with the pool: shortly after the receives ended."""
-    return _settled.setdefault(id(receives_done), time.monotonic() + SETTLE_SECONDS)
