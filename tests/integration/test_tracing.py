@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Tracer
 
@@ -32,6 +30,7 @@ from tasks.definitions import TaskSet, register
 from tasks.keys import task_payload_prefix
 from tests.integration.conftest import LocalStack
 from tests.integration.test_inbox import jpeg, wait_for_object
+from tests.support.otel import instrumented_celery
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -113,21 +112,8 @@ def client() -> Iterator[Client]:
     OpenTelemetry allows once per process); the instrumentation is put back as it
     was afterwards.
     """
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
-    was_instrumented = instrumentor.is_instrumented_by_opentelemetry
-    if was_instrumented:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    with instrumented_celery() as (provider, exporter):
         yield Client(provider.get_tracer(__name__), exporter)
-    finally:
-        instrumentor.uninstrument()
-        if was_instrumented:
-            instrumentor.instrument()
-        provider.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags, TraceState
 
@@ -29,6 +28,7 @@ import tasks
 from config import Settings
 from tasks import tracing
 from tasks.admission import message_problem
+from tests.support.otel import instrumented_celery
 
 SETTINGS = Settings()
 
@@ -51,23 +51,11 @@ class Traced:
 @pytest.fixture
 def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[Traced]:
     """Celery instrumented into the test's provider (also for the inbox's spans), then as before."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
-    was_instrumented = instrumentor.is_instrumented_by_opentelemetry
-    if was_instrumented:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=provider)
-    # The inbox's spans come from the global provider, which a process sets only once:
-    # get_tracer hands out this provider's tracers instead.
-    monkeypatch.setattr(trace, "get_tracer", lambda name, *_, **__: provider.get_tracer(name))
-    try:
+    with instrumented_celery() as (provider, exporter):
+        # The inbox's spans come from the global provider, which a process sets only once:
+        # get_tracer hands out this provider's tracers instead.
+        monkeypatch.setattr(trace, "get_tracer", lambda name, *_, **__: provider.get_tracer(name))
         yield Traced(provider, exporter)
-    finally:
-        instrumentor.uninstrument()
-        if was_instrumented:
-            instrumentor.instrument()
 
 
 @pytest.fixture
