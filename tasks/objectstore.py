@@ -10,12 +10,23 @@ from __future__ import annotations
 import io
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-__all__ = ["MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
+__all__ = ["Listed", "MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object of a listing: its key and when it was last written."""
+
+    key: str
+    last_modified: datetime
 
 
 class ObjectStore(ABC):
@@ -44,6 +55,18 @@ class ObjectStore(ABC):
     @abstractmethod
     def copy(self, source: str, target: str) -> bool:
         """Copy ``source`` to ``target`` inside the store; False when ``source`` is missing."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[Listed]:
+        """Every object under ``prefix``, in key order.
+
+        S3 listings are strongly consistent: an object whose write returned is
+        listed, which is what lets a count of listed objects decide who is last.
+        """
+
+    @abstractmethod
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove ``keys`` (missing ones are not an error), up to 1,000 a request."""
 
 
 #: Objects larger than this move in parts (multipart upload, ranged downloads).
@@ -115,12 +138,30 @@ class S3ObjectStore(ObjectStore):
             raise
         return True
 
+    def list(self, prefix: str) -> list[Listed]:
+        listed: list[Listed] = []
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            listed.extend(
+                Listed(item["Key"], item["LastModified"]) for item in page.get("Contents", ())
+            )
+        return listed
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        batch = list(keys)
+        for start in range(0, len(batch), 1000):
+            objects = [{"Key": key} for key in batch[start : start + 1000]]
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+
 
 class MemoryObjectStore(ObjectStore):
     """An in-process :class:`ObjectStore` for unit tests."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.written: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
@@ -128,6 +169,7 @@ class MemoryObjectStore(ObjectStore):
             if only_if_absent and key in self.objects:
                 return False
             self.objects[key] = bytes(data)
+            self.written[key] = datetime.now(UTC)
             return True
 
     def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
@@ -135,13 +177,27 @@ class MemoryObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+        self.written.pop(key, None)
 
     def copy(self, source: str, target: str) -> bool:
         with self._lock:
             if source not in self.objects:
                 return False
             self.objects[target] = self.objects[source]
+            self.written[target] = datetime.now(UTC)
             return True
+
+    def list(self, prefix: str) -> list[Listed]:
+        with self._lock:
+            return [
+                Listed(key, self.written.get(key, datetime.now(UTC)))
+                for key in sorted(self.objects)
+                if key.startswith(prefix)
+            ]
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
 
 def _status(exc: ClientError) -> int:
