@@ -258,13 +258,21 @@ class FanoutChannel(SQS.Channel):
 
     _drain_timeout: float | None = None
     _noack_receipts: list[str] | None = None
+    #: Inside a synchronous drain: deletes are synchronous too, even when an event
+    #: loop exists in the process (a worker's, run by another thread, as in Celery's
+    #: test suite): its curl client must not be driven from two threads.
+    _draining = False
 
     # Remembers the caller's timeout, which bounds a synchronous receive below.
     def drain_events(
         self, timeout: float | None = None, callback: Any = None, **kwargs: Any
     ) -> Any:
         self._drain_timeout = timeout
-        return super().drain_events(timeout=timeout, callback=callback, **kwargs)  # type: ignore[no-untyped-call]
+        self._draining = True
+        try:
+            return super().drain_events(timeout=timeout, callback=callback, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            self._draining = False
 
     # kombu private: each synchronous receive; here it also keeps the queue tagged.
     def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
@@ -299,7 +307,7 @@ class FanoutChannel(SQS.Channel):
 
     # kombu private: no-ack deletes need an event loop; here one sync batch per receive.
     def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> list[Any]:
-        if self.hub is not None or queue not in self._noack_queues:
+        if (self.hub is not None and not self._draining) or queue not in self._noack_queues:
             return super()._messages_to_python(messages, queue)  # type: ignore[no-any-return, no-untyped-call]
         self._noack_receipts = []
         try:
@@ -315,7 +323,7 @@ class FanoutChannel(SQS.Channel):
     def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
         if self._noack_receipts is not None:
             self._noack_receipts.append(message["ReceiptHandle"])
-        elif self.hub is None:
+        elif self.hub is None or self._draining:
             self.sqs(queue=queue_name).delete_message(
                 QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"]
             )
