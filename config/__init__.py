@@ -74,6 +74,9 @@ class Settings:
     #: Clients send a task-sent event per task (with ``events``): Flower's "sent", the
     #: exporter's celery_task_sent_total and oldest waiting task. One more SNS publish per task.
     sent_events: bool = False
+    #: Seconds a running task's state (STARTED, RETRY, update_state's) waits before it
+    #: is written to S3 and pushed; later states within it replace it (latest wins).
+    state_interval: float = 1.0
     #: Seconds between a worker's event heartbeats (Flower marks it offline after 2x).
     event_heartbeat: float = 30.0
     #: Instrument Celery with OpenTelemetry when opentelemetry-instrumentation-celery is installed.
@@ -133,6 +136,10 @@ class Settings:
         if not 0 <= self.shutdown_grace <= 43200:
             raise SettingsError(
                 f"{PREFIX}SHUTDOWN_GRACE must be 0 to 43200 seconds, not {self.shutdown_grace}"
+            )
+        if not 0 <= self.state_interval <= 3600:
+            raise SettingsError(
+                f"{PREFIX}STATE_INTERVAL must be 0 to 3600 seconds, not {self.state_interval}"
             )
         if self.event_heartbeat < 1:
             raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")

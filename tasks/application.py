@@ -19,6 +19,7 @@ from config import load as load_settings
 from tasks import codec, tracing
 from tasks.keys import check_task_id, task_payload_prefix
 from tasks.reaper import Reaper
+from tasks.revocations import StoredRevocations
 from tasks.services import Services
 from tasks.shutdown import ShutdownGrace
 from tasks.sqs.visibility import VisibilityHeartbeat
@@ -103,7 +104,10 @@ def create_app(
     """Build the app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     services = services or Services(settings)
-    app = CloudworkerCelery("cloudworker", task_cls="tasks.task:CloudworkerTask")
+    # app.control writes each revocation to S3 before broadcasting it (tasks/revocations.py).
+    app = CloudworkerCelery(
+        "cloudworker", task_cls="tasks.task:CloudworkerTask", control="tasks.revocations:Control"
+    )
     app.services = services
     # kombu's serializer registry is process-wide: the codec of the last app made
     # in a process serves every app of that process (bench runs one process per client).
@@ -146,6 +150,9 @@ def create_app(
         # At-least-once: a task is acknowledged after it ran, and re-queued if the
         # process running it dies.
         task_acks_late=True,
+        # A running task reads STARTED: written only if it runs longer than
+        # CLOUDWORKER_STATE_INTERVAL (tasks/progress.py), so short tasks pay nothing.
+        task_track_started=True,
         task_reject_on_worker_lost=True,
         # Receive several messages per request; the visibility heartbeat keeps the
         # ones waiting for a free process from expiring (tasks/sqs/visibility.py).
@@ -171,6 +178,7 @@ def create_app(
     tracing.instrument(settings)
     app.steps["consumer"].add(VisibilityHeartbeat)
     app.steps["worker"].add(Reaper)
+    app.steps["worker"].add(StoredRevocations)
     app.steps["worker"].add(ShutdownGrace)
     if settings.inbox_enabled:
         from tasks.inbox import InboxConsumer

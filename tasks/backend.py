@@ -14,8 +14,13 @@ did not send (``AsyncResult(task_id).get()`` from a new process) and, as a
 safety net, after each long poll of ``wait_seconds`` that brought nothing (a
 notice that was lost, or a queue reaped while the client slept).
 
-Only ready states are stored: ``STARTED`` and ``RETRY`` are not kept, so a
-task reads as ``PENDING`` until it ends.
+States before the end (``STARTED``, on by default; ``RETRY``; custom states
+from ``update_state``) are kept too, apart from the result: the latest one in
+``results/<task_id>/state.json``, written and pushed at most once per
+``CLOUDWORKER_STATE_INTERVAL`` per task (:mod:`tasks.progress`), so reporting
+progress in a tight loop stays cheap and a short task costs nothing extra. A
+caller sees them as ``AsyncResult.state``/``.info``, and ``get(on_message=...)``
+is called back with each one as it is pushed, then with the result.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from tasks.aws import is_transient
 from tasks.codec import payload_prefix
-from tasks.keys import result_key, result_payload_prefix
-from tasks.mailbox import is_stored_only
+from tasks.keys import result_key, result_payload_prefix, state_key
+from tasks.mailbox import is_stored_only, notice_state
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -93,26 +98,59 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             self.services.mailbox.expect(task_id)
         return {}
 
-    def wait_for(
+    def wait_for_pending(  # noqa: PLR0917 - Celery's signature
+        self,
+        result: Any,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Any = None,
+        on_interval: Any = None,
+        callback: Any = None,
+        propagate: bool = True,
+    ) -> Any:
+        """Celery's, plus ``on_message``: called with each state's meta, then the result's."""
+        self._ensure_not_eager()
+        meta = self.wait_for(
+            result.id,
+            timeout=timeout,
+            interval=interval,
+            on_interval=on_interval,
+            no_ack=no_ack,
+            on_message=on_message,
+        )
+        if meta:
+            result._maybe_set_cache(meta)
+            return result.maybe_throw(propagate=propagate, callback=callback)
+        return None
+
+    def wait_for(  # noqa: PLR0917 - Celery's signature
         self,
         task_id: str,
         timeout: float | None = None,
         interval: float = 0.5,
         no_ack: bool = True,
         on_interval: Any = None,
+        on_message: Any = None,
     ) -> dict[str, Any]:
         self._ensure_not_eager()
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.services.mailbox.sent(task_id):
-            return self._wait_on_store(task_id, deadline, interval, on_interval)
-        return self._wait_on_mailbox(task_id, deadline, on_interval)
+            meta = self._wait_on_store(task_id, deadline, interval, on_interval, on_message)
+        else:
+            meta = self._wait_on_mailbox(task_id, deadline, on_interval, on_message)
+        if on_message is not None:
+            on_message(meta)
+        return meta
 
     def _wait_on_mailbox(
-        self, task_id: str, deadline: float | None, on_interval: Any
+        self, task_id: str, deadline: float | None, on_interval: Any, on_message: Any
     ) -> dict[str, Any]:
         mailbox = self.services.mailbox
         wait = self.services.settings.wait_seconds
         next_check = time.monotonic() + wait
+        # The last state notice passed to on_message ("" for none; None: not watching).
+        seen: str | None = "" if on_message is not None else None
         while True:
             meta = self._meta_from_mailbox(task_id)
             if meta is not None:
@@ -128,18 +166,40 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             remaining = _remaining(deadline)
             slice_ = max(0.0, next_check - time.monotonic())
             # Returns as soon as any thread's poll files this task's notice.
-            mailbox.wait(task_id, slice_ if remaining is None else min(slice_, remaining))
+            body = mailbox.wait(
+                task_id,
+                slice_ if remaining is None else min(slice_, remaining),
+                states_after=seen,
+            )
+            if (
+                seen is not None
+                and body is not None
+                and body != seen
+                and notice_state(body) not in states.READY_STATES
+            ):
+                seen = body
+                on_message(self._meta_from_notice(task_id, body))
             if on_interval:
                 on_interval()
 
     def _wait_on_store(
-        self, task_id: str, deadline: float | None, interval: float, on_interval: Any
+        self,
+        task_id: str,
+        deadline: float | None,
+        interval: float,
+        on_interval: Any,
+        on_message: Any,
     ) -> dict[str, Any]:
         pause = max(interval, 0.05)
+        seen: tuple[Any, Any] | None = None
         while True:
-            meta = self._read_store(task_id)
+            meta = self._read_store(task_id, running=on_message is not None)
             if meta["status"] in states.READY_STATES:
                 return meta
+            current = (meta["status"], meta.get("result"))
+            if on_message is not None and meta["status"] != states.PENDING and current != seen:
+                seen = current
+                on_message(meta)
             remaining = _remaining(deadline)
             if on_interval:
                 on_interval()
@@ -147,25 +207,36 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             pause = min(pause * 1.5, _MAX_STORE_INTERVAL)
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
-        if self.services.mailbox.sent(task_id):
+        mailbox = self.services.mailbox
+        if mailbox.sent(task_id):
             meta = self._meta_from_mailbox(task_id)
             if meta is None:
-                self.services.mailbox.poll(0)
+                mailbox.poll(0)
                 meta = self._meta_from_mailbox(task_id)
+            if meta is None:
+                body = mailbox.state_notice(task_id)
+                if body is not None:
+                    meta = self._meta_from_notice(task_id, body)
             return meta if meta is not None else dict(_PENDING)
-        return self._read_store(task_id)
+        return self._read_store(task_id, running=True)
 
     def _meta_from_mailbox(self, task_id: str) -> dict[str, Any] | None:
-        notice = self.services.mailbox.notice(task_id)
-        if notice is None:
-            return None
-        if is_stored_only(notice):
-            return self._read_store(task_id)
-        meta: dict[str, Any] = self.decode_result(notice)
+        """The task's result, if its final notice has come."""
+        body = self.services.mailbox.notice(task_id)
+        return None if body is None else self._meta_from_notice(task_id, body)
+
+    def _meta_from_notice(self, task_id: str, body: str) -> dict[str, Any]:
+        if is_stored_only(body):
+            return self._read_store(task_id, running=notice_state(body) not in states.READY_STATES)
+        meta: dict[str, Any] = self.decode_result(body)
         return meta
 
-    def _read_store(self, task_id: str) -> dict[str, Any]:
-        record = self.services.store().get(result_key(task_id))
+    def _read_store(self, task_id: str, *, running: bool = False) -> dict[str, Any]:
+        """The task's result from S3; with ``running``, else its latest state; else PENDING."""
+        store = self.services.store()
+        record = store.get(result_key(task_id))
+        if record is None and running:
+            record = store.get(state_key(task_id))
         if record is None:
             return dict(_PENDING)
         meta: dict[str, Any] = self.decode_result(record)
@@ -192,8 +263,6 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        if state not in states.READY_STATES:
-            return result
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
@@ -201,6 +270,15 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         with payload_prefix(result_payload_prefix(task_id)):
             # The record lives in S3 already: only its large bytes go to separate objects.
             record = self.services.codec.dumps(meta, whole_document=False)
+        reply_to = getattr(request, "reply_to", None)
+        if state not in states.READY_STATES:
+            if getattr(request, "id", None) == task_id:
+                # The worker running the task reports it: throttled (tasks/progress.py).
+                self.services.states.update(task_id, reply_to, state, record)
+            else:
+                self.services.write_state(task_id, reply_to, state, record)
+            return result
+        self.services.states.finish(task_id)
         store = self.services.store()
         key = result_key(task_id)
         if not store.put(key, record.encode("utf-8"), only_if_absent=True):
@@ -209,7 +287,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             existing = store.get(key)
             if existing is not None:
                 record = existing.decode("utf-8")
-        self.services.notifier.send(getattr(request, "reply_to", None), task_id, state, record)
+        self.services.notifier.send(reply_to, task_id, state, record)
         return result
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:

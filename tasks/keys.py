@@ -5,8 +5,12 @@ its own lifecycle rule (``deploy/provision.py``, the CloudFormation template):
 
 * ``payloads/<task id>/<hex>``: a task's large arguments, checked in by the
   client that sent it (:mod:`tasks.codec`); deleted once the task consumed them.
-* ``results/<task id>.json``: a task's result record (:mod:`tasks.backend`), and
-  ``results/<task id>/<hex>`` its large ``bytes``.
+* ``results/<task id>.json``: a task's result record (:mod:`tasks.backend`),
+  ``results/<task id>/<hex>`` its large ``bytes``, and ``results/<task id>/state.json``
+  its latest state while it runs (:mod:`tasks.progress`).
+* ``revoked/ids/<task id>``: a revoked task id, an empty object whose age in a
+  listing is the revocation's; ``revoked/stamped/<sha256>.json``: the headers of a
+  revocation by stamped headers (:mod:`tasks.revocations`).
 
 The task id in a payload's key is what confines a reference: a worker resolves
 (and later deletes) only the payloads under its own task's prefix, so a forged
@@ -17,6 +21,7 @@ they become part of a key.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from tasks.errors import InvalidMessage
@@ -24,11 +29,18 @@ from tasks.errors import InvalidMessage
 __all__ = [
     "PAYLOADS",
     "RESULTS",
+    "REVOKED",
+    "REVOKED_IDS",
+    "REVOKED_STAMPED",
     "check_task_id",
     "is_object_key",
     "is_payload_key",
     "result_key",
     "result_payload_prefix",
+    "revoked_id_key",
+    "revoked_stamped_key",
+    "revoked_task_id",
+    "state_key",
     "task_payload_prefix",
 ]
 
@@ -36,6 +48,10 @@ __all__ = [
 PAYLOADS = "payloads/"
 #: Prefix of every result record and of a result's large bytes.
 RESULTS = "results/"
+#: Prefix of every stored revocation: ids under ``ids/``, stamped headers under ``stamped/``.
+REVOKED = "revoked/"
+REVOKED_IDS = f"{REVOKED}ids/"
+REVOKED_STAMPED = f"{REVOKED}stamped/"
 
 #: What a task id may be: what Celery makes (a UUID) and any id a user picks that
 #: can sit in an S3 key and a log line unchanged (no ``/``, space or control byte).
@@ -64,9 +80,35 @@ def result_key(task_id: str) -> str:
     return f"{RESULTS}{task_id}.json"
 
 
+def state_key(task_id: str) -> str:
+    """The S3 key of a running task's latest state (not a payload: not 32 hex digits)."""
+    return f"{RESULTS}{task_id}/state.json"
+
+
 def result_payload_prefix(task_id: str) -> str:
     """Where the large ``bytes`` of a task's result go."""
     return f"{RESULTS}{task_id}/"
+
+
+def revoked_id_key(task_id: str) -> str:
+    """The S3 key that says task ``task_id`` is revoked."""
+    return f"{REVOKED_IDS}{check_task_id(task_id)}"
+
+
+def revoked_task_id(key: str) -> str | None:
+    """The task id a :func:`revoked_id_key` names; ``None`` for any other key."""
+    if not key.startswith(REVOKED_IDS):
+        return None
+    task_id = key[len(REVOKED_IDS) :]
+    return task_id if _TASK_ID.fullmatch(task_id) else None
+
+
+def revoked_stamped_key(document: bytes) -> str:
+    """The S3 key of a revocation by stamped headers, named by its content.
+
+    The same headers revoked again land on the same key, which refreshes its age.
+    """
+    return f"{REVOKED_STAMPED}{hashlib.sha256(document).hexdigest()}.json"
 
 
 def is_object_key(key: str, prefix: str) -> bool:

@@ -4,7 +4,10 @@ The whole concept lives here, both halves and what passes between them:
 
 * **The notice** a worker sends when a task ends (:func:`notice`): the task's
   result record itself when it is small, else a pointer saying the record is
-  only in S3. :func:`notice_task_id` and :func:`is_stored_only` read one.
+  only in S3. A running task's states (STARTED, RETRY, custom ones) travel the
+  same way (:mod:`tasks.progress`); a final notice is never replaced, and a
+  state arriving after it is ignored. :func:`notice_task_id`,
+  :func:`notice_state` and :func:`is_stored_only` read one.
 * **The client half**, :class:`Mailbox`: each client process owns one SQS queue,
   created on its first task, named ``<prefix>resp-<random>`` and tagged with its
   creation time and last use (:class:`~tasks.queues.OwnedQueue`). The queue's
@@ -36,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from celery import states
 from kombu.utils.functional import LRUCache
 
 from config import Settings
@@ -47,6 +51,7 @@ __all__ = [
     "Notifier",
     "is_stored_only",
     "notice",
+    "notice_state",
     "notice_task_id",
     "reply_address_problem",
 ]
@@ -77,6 +82,15 @@ def notice_task_id(body: str) -> str | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return task_id if isinstance(task_id, str) else None
+
+
+def notice_state(body: str) -> str | None:
+    """The state a notice reports (None for a body that is not a notice)."""
+    try:
+        state = json.loads(body).get("status")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return state if isinstance(state, str) else None
 
 
 def is_stored_only(body: str) -> bool:
@@ -116,6 +130,8 @@ class Mailbox:
         self._closes_at_exit = False
         self._sent: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
         self._notices: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
+        #: The latest notice of a state that is not final, per task still running.
+        self._states: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
         #: Whether a thread is receiving for :meth:`wait` (the poller).
         self._polling = False
         #: Notices received for a task that already had one (a task run twice).
@@ -146,13 +162,22 @@ class Mailbox:
         return task_id in self._sent
 
     def notice(self, task_id: str) -> str | None:
-        """The notice received for ``task_id``, if any."""
+        """The final notice received for ``task_id``, if any."""
         with self._lock:
             found: str | None = self._notices.get(task_id)
             return found
 
-    def wait(self, task_id: str, timeout: float) -> str | None:
+    def state_notice(self, task_id: str) -> str | None:
+        """The latest notice of a state that is not final for ``task_id``, if any."""
+        with self._lock:
+            found: str | None = self._states.get(task_id)
+            return found
+
+    def wait(self, task_id: str, timeout: float, *, states_after: str | None = None) -> str | None:
         """The notice for ``task_id``, waiting up to about ``timeout`` seconds; None if none.
+
+        That is its final notice; with ``states_after`` (the last state notice
+        the caller saw, or ``""`` for none) also a newer state notice.
 
         One waiting thread at a time receives (the poller); the others sleep on
         the condition until a poll files notices, so each returns as soon as its
@@ -166,6 +191,10 @@ class Mailbox:
             with self._lock:
                 while True:
                     found = self._notices.get(task_id)
+                    if found is None and states_after is not None:
+                        latest = self._states.get(task_id)
+                        if latest is not None and latest != states_after:
+                            found = latest
                     if found is not None:
                         return str(found)
                     remaining = deadline - time.monotonic()
@@ -210,10 +239,15 @@ class Mailbox:
     def _file(self, bodies: list[str]) -> None:
         # Called with the lock held.
         for body in bodies:
-            task_id = notice_task_id(body)
-            if task_id is None:
+            task_id, state = notice_task_id(body), notice_state(body)
+            if task_id is None or state is None:
                 log.warning("ignoring a malformed notice on the response queue: %.80r", body)
                 continue
+            if state not in states.READY_STATES:
+                if task_id not in self._notices:  # a state after the end is stale
+                    self._states[task_id] = body
+                continue
+            self._states.pop(task_id, None)
             first = self._notices.get(task_id)
             if first is None:
                 self._notices[task_id] = body
@@ -282,7 +316,7 @@ class Notifier:
         self._urls: LRUCache = LRUCache(limit=_URL_MEMORY)  # type: ignore[no-untyped-call]
 
     def send(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
-        """Notify ``reply_to`` that ``task_id`` ended; the result is in S3 already.
+        """Notify ``reply_to`` of ``task_id``'s ``state``; its record is in S3 already.
 
         Never raises: a queue that is gone or cannot be reached costs only the
         push, since the waiting client also looks in S3.

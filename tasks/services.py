@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 from config import Settings
 from tasks import aws
 from tasks.codec import ClaimCheck, Codec
+from tasks.keys import state_key
 from tasks.mailbox import Mailbox, Notifier
 from tasks.objectstore import ObjectStore, S3ObjectStore
+from tasks.progress import StateWriter
 from tasks.queues import QueueService, SQSQueueService
 from tasks.topics import SNSTopicService, TopicService
 
@@ -101,6 +103,18 @@ class Services:
     def notifier(self) -> Notifier:
         """Sends this worker's notices to the callers' response queues."""
         return self._own("notifier", lambda: Notifier(self.queues, self.settings))
+
+    @property
+    def states(self) -> StateWriter:
+        """Writes the states of the tasks this process runs, throttled (:mod:`tasks.progress`)."""
+        return self._own(
+            "states", lambda: StateWriter(self.write_state, self.settings.state_interval)
+        )
+
+    def write_state(self, task_id: str, reply_to: str | None, state: str, record: str) -> None:
+        """Keep a task's latest state that is not final in S3, and push it to its caller."""
+        self.store().put(state_key(task_id), record.encode("utf-8"))
+        self.notifier.send(reply_to, task_id, state, record)
 
 
 def _after_fork(method: Callable[[], None]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from tasks import app
 
@@ -50,3 +51,20 @@ def add(x: int, y: int) -> int:
 def total(values: list[int]) -> int:
     """The sum of a group's results: a chord's body."""
     return sum(values)
+
+
+@app.task(name="tests.progress", bind=True)  # type: ignore[untyped-decorator]
+def progress(self: Any, steps: int, pause: float) -> int:
+    """Report ``current``/``total`` after each of ``steps`` steps: a progress bar's feed."""
+    for step in range(1, steps + 1):
+        time.sleep(pause)
+        self.update_state(state="PROGRESS", meta={"current": step, "total": steps})
+    return steps
+
+
+@app.task(name="tests.retry_once", bind=True, max_retries=3)  # type: ignore[untyped-decorator]
+def retry_once(self: Any, countdown: float) -> int:
+    """Retry once after ``countdown`` seconds, then succeed with the number of retries."""
+    if self.request.retries == 0:
+        raise self.retry(exc=PlannedFailure("first try"), countdown=countdown)
+    return int(self.request.retries)
