@@ -1,0 +1,234 @@
+"""Revocations that stick: kept in S3, loaded by every worker when it starts.
+
+Celery keeps revoked task ids in each worker's memory
+(:data:`celery.worker.state.revoked`) and tells the workers by a broadcast. A
+worker that was not running then, or has restarted since, never heard of it and
+runs the task. Celery's remedies do not fit here: ``--statedb`` is a file per
+worker (an instance that is replaced loses it), and mingle, which asks the other
+workers at start, does not work on SQS. So:
+
+* the client writes each revocation to S3 first, then broadcasts it as Celery
+  does (:class:`Control`, the app's ``control``): ``revoke()``,
+  ``revoke_by_stamped_headers()``, ``AsyncResult.revoke()``,
+  ``GroupResult.revoke()`` and ``celery control revoke`` all go through its
+  ``broadcast``. A revocation sent to named workers only (``destination``) is
+  theirs alone and is not stored, as in Celery;
+* every worker loads the unexpired ones when it starts, before it consumes a task
+  (the :class:`StoredRevocations` bootstep). Celery then refuses such a task
+  and stores ``REVOKED`` as its result, which any process reads from S3.
+
+The layout (:mod:`tasks.keys`): ``revoked/ids/<task id>``, an empty object whose
+``LastModified`` in a listing is when it was revoked, so a starting worker makes
+only LIST requests (a thousand ids each), no GET per id; and
+``revoked/stamped/<sha256>.json``, the headers of a revocation by stamped
+headers, which are read. A revocation lasts as long as Celery's:
+``REVOKE_EXPIRES`` (10,800 s, ``CELERY_WORKER_REVOKE_EXPIRES``) after it was
+made, counted from then, not from the worker's start; the bucket's lifecycle
+rule deletes the objects a day later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import bootsteps
+from celery.app import control
+from celery.utils.collections import LimitedSet
+from celery.worker import state as worker_state
+
+from tasks.errors import InvalidArguments
+from tasks.keys import (
+    REVOKED,
+    REVOKED_STAMPED,
+    revoked_id_key,
+    revoked_stamped_key,
+    revoked_task_id,
+)
+from tasks.objectstore import Listed, ObjectStore
+
+__all__ = [
+    "Control",
+    "Loaded",
+    "StoredRevocations",
+    "load_into_worker_state",
+    "remember",
+    "remember_stamped",
+    "stamped_headers",
+    "unexpired",
+]
+
+log = logging.getLogger(__name__)
+
+#: Most objects written at once when many ids are revoked together (a group's).
+_PARALLEL_PUTS = 16
+
+
+def remember(store: ObjectStore, task_ids: Iterable[str]) -> int:
+    """Keep ``task_ids`` as revoked now; return how many. Every id is checked first."""
+    keys = [revoked_id_key(task_id) for task_id in task_ids]
+    if len(keys) == 1:
+        store.put(keys[0], b"")
+    elif keys:
+        with ThreadPoolExecutor(min(_PARALLEL_PUTS, len(keys))) as pool:
+            list(pool.map(lambda key: store.put(key, b""), keys))
+    return len(keys)
+
+
+def stamped_headers(headers: Any) -> dict[str, list[Any]]:
+    """``revoke_by_stamped_headers``'s ``headers`` as the worker reads them: name -> values.
+
+    Celery takes a mapping of a stamp's name to a value or a list of values, or,
+    from the command line, ``name=value`` strings.
+    """
+    if isinstance(headers, (list, tuple)) and all(isinstance(h, str) for h in headers):
+        pairs = [header.split("=", 1) for header in headers]
+        if not all(len(pair) == 2 for pair in pairs):
+            raise InvalidArguments(f"stamped headers must be name=value, not {headers!r:.80}")
+        headers = {name: value for name, value in pairs}
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
+        raise InvalidArguments(f"stamped headers must map names to values, not {headers!r:.80}")
+    return {name: _as_list(values) for name, values in headers.items()}
+
+
+def remember_stamped(store: ObjectStore, headers: Any) -> dict[str, list[Any]]:
+    """Keep a revocation by stamped ``headers`` as made now; return them as stored."""
+    stamps = stamped_headers(headers)
+    if not stamps:
+        return stamps
+    document = json.dumps({"headers": stamps}, sort_keys=True, separators=(",", ":")).encode()
+    store.put(revoked_stamped_key(document), document)
+    return stamps
+
+
+def unexpired(
+    listed: Iterable[Listed], *, now: datetime, expires: float
+) -> list[tuple[Listed, float]]:
+    """The objects of a listing written less than ``expires`` s before ``now``, with their
+    ages in seconds, oldest first (a clock slightly behind S3's reads as age 0)."""
+    aged = [(item, max(0.0, (now - item.last_modified).total_seconds())) for item in listed]
+    return sorted(((item, age) for item, age in aged if age < expires), key=lambda pair: -pair[1])
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What :func:`load_into_worker_state` added."""
+
+    ids: int
+    stamped: int
+
+
+def load_into_worker_state(
+    store: ObjectStore,
+    *,
+    now: datetime | None = None,
+    expires: float | None = None,
+    revoked: LimitedSet | None = None,
+    revoked_stamps: dict[str, Any] | None = None,
+) -> Loaded:
+    """Add the unexpired stored revocations to the worker's (Celery's) revoked set and stamps.
+
+    Each id enters :data:`~celery.worker.state.revoked` with its own age, so it
+    expires there when it would have on a worker that heard the broadcast.
+    """
+    now = now or datetime.now(UTC)
+    expires = worker_state.REVOKE_EXPIRES if expires is None else expires
+    revoked = worker_state.revoked if revoked is None else revoked
+    revoked_stamps = worker_state.revoked_stamps if revoked_stamps is None else revoked_stamps
+    ids = stamped = 0
+    for item, age in unexpired(store.list(REVOKED), now=now, expires=expires):
+        task_id = revoked_task_id(item.key)
+        if task_id is not None:
+            revoked.add(task_id, now=time.monotonic() - age)
+            ids += 1
+        elif item.key.startswith(REVOKED_STAMPED):
+            stamps = _read_stamped(store, item.key)
+            if stamps:
+                _merge_stamps(revoked_stamps, stamps)
+                stamped += 1
+    return Loaded(ids, stamped)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """Celery's ``maybe_list``: nothing, one value, or a list, tuple or set of them."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def _read_stamped(store: ObjectStore, key: str) -> dict[str, list[Any]] | None:
+    data = store.get(key)
+    try:
+        document = json.loads(data) if data is not None else None
+        return stamped_headers(document["headers"]) if document else None
+    except (ValueError, TypeError, KeyError, InvalidArguments) as exc:
+        log.warning("ignoring stored revocation %s: %s", key, exc)
+        return None
+
+
+def _merge_stamps(revoked_stamps: dict[str, Any], stamps: Mapping[str, list[Any]]) -> None:
+    """What Celery's ``revoke_by_stamped_headers`` control command does with its headers."""
+    for name, values in stamps.items():
+        known = _as_list(revoked_stamps.get(name))
+        revoked_stamps[name] = known + [value for value in values if value not in known]
+
+
+#: The arguments of the revoking control commands that name what is revoked.
+_REVOKING = frozenset({"task_id", "headers"})
+
+
+class Control(control.Control):  # type: ignore[misc]
+    """Celery's ``app.control``: a revocation is written to S3 before it is broadcast."""
+
+    def broadcast(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        destination: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # Every revocation passes here: revoke() and revoke_by_stamped_headers()
+        # call broadcast(), and so does `celery control revoke`.
+        if command in {"revoke", "revoke_by_stamped_headers"} and not destination:
+            given = {**(arguments or {}), **{k: v for k, v in kwargs.items() if k in _REVOKING}}
+            store = self.app.services.store()
+            if command == "revoke":
+                remember(store, _as_list(given.get("task_id")))
+            else:
+                remember_stamped(store, given.get("headers") or {})
+        return super().broadcast(command, arguments, destination, *args, **kwargs)
+
+
+class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A worker bootstep: load the stored revocations when the worker starts.
+
+    The consumer is the worker's last step, so this runs before any task is
+    received. A worker that cannot read them logs the error and starts anyway; it
+    then refuses only the revocations it hears of by broadcast.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._services = parent.app.services
+
+    def start(self, parent: Any) -> None:
+        try:
+            loaded = load_into_worker_state(self._services.store())
+        except Exception:
+            log.exception("could not load the stored revocations (%s)", REVOKED)
+            return
+        log.info(
+            "loaded %d revoked task id(s) and %d revocation(s) by stamped headers from %s",
+            loaded.ids,
+            loaded.stamped,
+            REVOKED,
+        )
