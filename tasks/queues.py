@@ -30,6 +30,7 @@ __all__ = [
     "BATCH",
     "CREATED_TAG",
     "GONE_CODES",
+    "PURGE_IN_PROGRESS_CODES",
     "REASON_ATTRIBUTE",
     "REASON_KEY",
     "SEEN_TAG",
@@ -42,6 +43,7 @@ __all__ = [
     "SQSQueueService",
     "batches",
     "is_gone",
+    "is_purge_in_progress",
     "name_of",
     "receipt_entries",
 ]
@@ -153,8 +155,23 @@ GONE_CODES = frozenset(
 
 def is_gone(exc: ClientError) -> bool:
     """Whether SQS answered ``exc`` because the queue does not exist."""
+    return _has_code(exc, GONE_CODES)
+
+
+#: Error codes SQS answers a PurgeQueue within 60 s of the last one on that queue.
+PURGE_IN_PROGRESS_CODES = frozenset(
+    {"AWS.SimpleQueueService.PurgeQueueInProgress", "PurgeQueueInProgress"}
+)
+
+
+def is_purge_in_progress(exc: ClientError) -> bool:
+    """Whether SQS refused a PurgeQueue because the queue was purged less than 60 s ago."""
+    return _has_code(exc, PURGE_IN_PROGRESS_CODES)
+
+
+def _has_code(exc: ClientError, codes: frozenset[str]) -> bool:
     error = exc.response.get("Error", {})
-    return error.get("Code") in GONE_CODES or error.get("QueryErrorCode") in GONE_CODES
+    return error.get("Code") in codes or error.get("QueryErrorCode") in codes
 
 
 def _message(raw: Mapping[str, Any]) -> Message:

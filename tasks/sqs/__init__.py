@@ -44,6 +44,15 @@ not by patching kombu. What it changes:
 * Fanout exchanges work, through SNS, so that Celery's events and remote
   control do (:mod:`tasks.sqs.fanout`); the transport says so in ``implements``,
   which is what makes a worker start its remote-control consumer.
+* Purging (``app.control.purge()``, ``celery purge``) always works. SQS allows one
+  ``PurgeQueue`` per queue per 60 s and refuses the next with
+  ``PurgeQueueInProgress``, whichever process sent the first; then the queue is
+  drained instead: ``ReceiveMessage`` of ten and ``DeleteMessageBatch`` until a
+  receive finds it empty, and the count is the messages deleted. Unlike
+  ``PurgeQueue``, a drain leaves the messages workers hold and the delayed ones
+  (a ``countdown``) alone, and takes those sent while it runs. The count after a
+  ``PurgeQueue`` is the queue's visible messages just before it (kombu's counts
+  them ten times over).
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ from functools import partial
 from typing import Any
 
 import pycurl
+from botocore.exceptions import ClientError
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.asynchronous.http.curl import CurlClient
 from kombu.transport import SQS, virtual
@@ -73,6 +83,7 @@ from tasks.queues import (
     REASON_KEY,
     SOURCE_ATTRIBUTE,
     batches,
+    is_purge_in_progress,
     name_of,
     receipt_entries,
 )
@@ -98,6 +109,8 @@ MAX_DELAY_SECONDS = 900
 _DUE_SLACK = 1.0
 #: Longest wait before acknowledged messages are deleted.
 _ACK_DELAY = 0.5
+#: Long poll (s) of each receive of a drain: only a long poll answers "empty" for sure.
+_DRAIN_WAIT = 1
 
 
 class Channel(FanoutChannel):
@@ -361,6 +374,39 @@ class Channel(FanoutChannel):
         client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         log.info("task due in %.0f s sent back to %s, delayed", delay, qname)
         return True
+
+    # -- purge: PurgeQueue, or a drain within 60 s of the last one ---------------------
+
+    # kombu private: its count loop adds the queue's size ten times (it stops only on
+    # an empty queue), and its PurgeQueue fails within 60 s of the last one.
+    def _purge(self, queue: str) -> int:
+        url = self._new_queue(queue)
+        client = self.sqs(queue=queue)
+        size = int(self._size(queue))  # type: ignore[no-untyped-call]
+        try:
+            client.purge_queue(QueueUrl=url)
+        except ClientError as exc:
+            if not is_purge_in_progress(exc):
+                raise
+            drained = self._drain(client, url)
+            log.info("%s was purged less than 60 s ago: drained %d message(s)", queue, drained)
+            return drained
+        return size
+
+    def _drain(self, client: Any, url: str) -> int:
+        """Receive and delete ten at a time until a receive finds none; how many were deleted."""
+        deleted = 0
+        while True:
+            received = client.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=_DRAIN_WAIT
+            ).get("Messages", [])
+            if not received:
+                return deleted
+            entries = receipt_entries([message["ReceiptHandle"] for message in received])
+            response = client.delete_message_batch(QueueUrl=url, Entries=entries)
+            deleted += len(response.get("Successful", []))
+            if response.get("Failed"):  # they come back after their visibility timeout
+                log.warning("draining: %d message(s) not deleted", len(response["Failed"]))
 
     # -- surviving endpoint faults -----------------------------------------------------
 
