@@ -24,6 +24,9 @@ __all__ = ["Provisioned", "provision"]
 MAX_RECEIVE_COUNT = 5
 #: Days an unconsumed claim-check payload is kept.
 PAYLOAD_EXPIRY_DAYS = 1
+#: Days a stored revocation is kept: it is in force for Celery's REVOKE_EXPIRES (3 h),
+#: and a lifecycle rule counts in whole days.
+REVOKED_EXPIRY_DAYS = 1
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def _ensure_bucket(s3: Any, settings: Settings) -> None:
             "Rules": [
                 _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
                 _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
+                _expiry_rule("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
             ]
         },
     )

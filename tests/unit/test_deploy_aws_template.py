@@ -54,6 +54,7 @@ ALLOWED_WILDCARDS = {
     SNS + "${NamePrefix}*",
     "${Bucket.Arn}/payloads/*",
     "${Bucket.Arn}/results/*",
+    "${Bucket.Arn}/revoked/*",
     "${Bucket.Arn}/inbox/*",
     "${Bucket.Arn}/outbox/*",
     "${Bucket.Arn}/releases/*",
@@ -377,6 +378,7 @@ def test_objects_by_prefix_and_nothing_to_delete_in_the_inbox() -> None:
     assert [resource_string(r) for r in statements["PayloadsAndResults"]["Resource"]] == [
         "${Bucket.Arn}/payloads/*",
         "${Bucket.Arn}/results/*",
+        "${Bucket.Arn}/revoked/*",
     ]
     assert statements["ReadInboxAndReleases"]["Action"] == "s3:GetObject"
     assert resource_string(statements["WriteOutbox"]["Resource"]) == (
@@ -444,6 +446,7 @@ def test_bucket_is_private_encrypted_and_expires_like_the_provisioning() -> None
     assert as_api == [
         provision._expiry_rule("expire-payloads", "payloads/", provision.PAYLOAD_EXPIRY_DAYS),
         provision._expiry_rule("expire-results", "results/", days),  # type: ignore[arg-type]
+        provision._expiry_rule("expire-revoked", "revoked/", provision.REVOKED_EXPIRY_DAYS),
     ]
 
 
