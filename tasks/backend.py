@@ -33,12 +33,15 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from celery import states
+from celery._state import get_current_task
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import result_from_tuple
 
 from tasks.aws import is_transient
+from tasks.chords import ChordJoin
 from tasks.codec import payload_prefix
-from tasks.keys import result_key, result_payload_prefix, state_key
+from tasks.keys import group_key, result_key, result_payload_prefix, state_key
 from tasks.mailbox import is_stored_only, notice_state
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         if services is None:
             raise TypeError("CloudworkerBackend needs an app made by tasks.create_app()")
         self.services = services
+        self.chords = ChordJoin(self)
 
     # -- client side ------------------------------------------------------------------------
 
@@ -290,12 +294,57 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.services.notifier.send(reply_to, task_id, state, record)
         return result
 
+    # -- chords and groups (tasks/chords.py) ---------------------------------------------------
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Before a chord's header is sent (no ``chord_unlock``: the parts join it).
+
+        A chord applied by a client: its body, sent later by a worker, answers to
+        this process's queue like the header tasks, so ``get()`` is pushed the result.
+        """
+        self.ensure_chords_allowed()
+        if get_current_task() is None and body.options.get("reply_to") is None:
+            body.options["reply_to"] = self.reply_address()
+            if body.id:
+                self.services.mailbox.expect(body.id)
+        self.chords.apply(self.app.GroupResult(*header_result_args))
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        self.chords.set_size(group_id, chord_size)
+
+    def add_to_chord(self, chord_id: str, result: Any) -> None:
+        self.chords.add(chord_id, result.id)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        self.chords.part_returned(request)
+
+    def _save_group(self, group_id: str, result: Any) -> Any:
+        self.services.store().put(
+            group_key(group_id), _as_bytes(self.encode({"result": result.as_tuple()}))
+        )
+        return result
+
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        record = self.services.store().get(group_key(group_id))
+        if record is None:
+            return None
+        meta: dict[str, Any] = self.decode(record)
+        meta["result"] = result_from_tuple(meta["result"], self.app)
+        return meta
+
+    def _delete_group(self, group_id: str) -> None:
+        self.services.store().delete(group_key(group_id))
+
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         """Storing and reading results is retried, with backoff, through endpoint faults."""
         return is_transient(exc)
 
     def _forget(self, task_id: str) -> None:
         self.services.store().delete(result_key(task_id))
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 def _remaining(deadline: float | None) -> float | None:

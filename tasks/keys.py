@@ -12,6 +12,9 @@ its own lifecycle rule (``deploy/provision.py``, the CloudFormation template):
   listing is the revocation's; ``revoked/stamped/<sha256>.json``: the headers of a
   revocation by stamped headers (:mod:`tasks.revocations`).
 
+* ``groups/<group id>.json``: a saved ``GroupResult`` (a chord's header, in order).
+* ``chords/<group id>/...``: the bookkeeping of a chord being joined (:mod:`tasks.chords`).
+
 The task id in a payload's key is what confines a reference: a worker resolves
 (and later deletes) only the payloads under its own task's prefix, so a forged
 reference cannot make it read or delete a result, an inbox image or another
@@ -27,12 +30,16 @@ import re
 from tasks.errors import InvalidMessage
 
 __all__ = [
+    "CHORDS",
+    "GROUPS",
     "PAYLOADS",
     "RESULTS",
     "REVOKED",
     "REVOKED_IDS",
     "REVOKED_STAMPED",
     "check_task_id",
+    "chord_prefix",
+    "group_key",
     "is_object_key",
     "is_payload_key",
     "result_key",
@@ -48,6 +55,10 @@ __all__ = [
 PAYLOADS = "payloads/"
 #: Prefix of every result record and of a result's large bytes.
 RESULTS = "results/"
+#: Prefix of saved group results.
+GROUPS = "groups/"
+#: Prefix of the bookkeeping of chords being joined.
+CHORDS = "chords/"
 #: Prefix of every stored revocation: ids under ``ids/``, stamped headers under ``stamped/``.
 REVOKED = "revoked/"
 REVOKED_IDS = f"{REVOKED}ids/"
@@ -78,6 +89,16 @@ def task_payload_prefix(task_id: str) -> str:
 def result_key(task_id: str) -> str:
     """The S3 key of a task's result record."""
     return f"{RESULTS}{task_id}.json"
+
+
+def group_key(group_id: str) -> str:
+    """The S3 key of a saved ``GroupResult``."""
+    return f"{GROUPS}{check_task_id(group_id)}.json"
+
+
+def chord_prefix(group_id: str) -> str:
+    """Where the bookkeeping of the chord whose header is group ``group_id`` lives."""
+    return f"{CHORDS}{check_task_id(group_id)}/"
 
 
 def state_key(task_id: str) -> str:

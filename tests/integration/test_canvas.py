@@ -9,11 +9,18 @@ never completed).
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from celery import chain, chord, group
+from celery import chain, chord, group, states
+from celery.exceptions import ChordError
+from celery.result import GroupResult
 
+from tasks.application import create_app
 from tests.integration.conftest import LocalStack
 from tests.support.workers import Workers
 
@@ -48,3 +55,84 @@ def test_a_chord_after_a_task_applied_by_the_worker_completes(fleet: Workers) ->
     workflow = chain(add.clone(args=(1, 1)), chord(header, total.clone()))
     # Each header task adds 2 (the first step's result) to its n.
     assert workflow.apply_async().get(timeout=90) == sum(n + 2 for n in range(5))
+
+
+# -- chords joined by the backend (tasks/chords.py) ------------------------------------------
+
+
+def executions(marker: Path) -> list[str]:
+    return marker.read_text().split() if marker.exists() else []
+
+
+def test_a_chord_body_gets_the_header_results_in_order_without_chord_unlock(
+    fleet: Workers, tmp_path: Path
+) -> None:
+    app = fleet.app
+    add = app.signature("tests.add")
+    body = app.signature("tests.record", args=(str(tmp_path / "body"),))
+    header = [add.clone(args=(n, 100)) for n in range(30)]
+    assert chord(header, body).apply_async().get(timeout=90) == [n + 100 for n in range(30)]
+    assert len(executions(tmp_path / "body")) == 1
+    log = fleet.stack.log_file("canvas1").read_text()
+    assert "chord_unlock" not in log
+
+
+def test_a_failed_header_task_fails_the_body_with_a_chord_error(fleet: Workers) -> None:
+    app = fleet.app
+    add, fail = app.signature("tests.add"), app.signature("tests.fail")
+    header = [add.clone(args=(1, 1)), fail.clone(args=("part two broke",)), add.clone(args=(2, 2))]
+    result = chord(header, app.signature("tests.total")).apply_async()
+    with pytest.raises(Exception, match="part two broke"):
+        result.get(timeout=90)  # Celery raises the header's error first (its parent)
+    body = create_app(app.services.settings).AsyncResult(result.id)
+    with pytest.raises(ChordError) as raised:
+        body.get(timeout=90)
+    assert "Dependency" in str(raised.value)
+    assert "part two broke" in str(raised.value)
+    assert body.state == states.FAILURE
+
+
+def test_a_chord_whose_header_task_is_killed_fires_its_body_once(
+    fleet: Workers, tmp_path: Path
+) -> None:
+    app = fleet.app
+    markers = [tmp_path / f"part{n}" for n in range(4)]
+    header = [
+        app.signature("tests.slow", args=(2, str(marker)), kwargs={"again": 0.5})
+        for marker in markers
+    ]
+    body = app.signature("tests.record", args=(str(tmp_path / "body"),))
+    result = chord(header, body).apply_async()
+    deadline = time.monotonic() + 60
+    while not executions(markers[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(int(executions(markers[0])[0]), signal.SIGKILL)  # the pool process running part 0
+    assert result.get(timeout=120) == [2, 2, 2, 2]
+    assert len(executions(markers[0])) == 2  # killed, then run again
+    time.sleep(2)  # a second firing would come now, if any
+    assert len(executions(tmp_path / "body")) == 1
+
+
+def test_nested_chords_and_a_group_of_groups(fleet: Workers) -> None:
+    app = fleet.app
+    add, total = app.signature("tests.add"), app.signature("tests.total")
+    inner = chord([add.clone(args=(n, n)) for n in range(3)], total.clone())  # 0+2+4 = 6
+    outer = chord([inner, add.clone(args=(10, 10))], total.clone())  # 6 + 20
+    assert outer.apply_async().get(timeout=90) == 26
+    two_groups = chain(
+        group(add.clone(args=(1, 1)), add.clone(args=(2, 2))),
+        group(total.clone(), total.clone()),
+    )
+    assert two_groups.apply_async().get(timeout=90) == [6, 6]
+
+
+def test_a_saved_group_result_is_restored_by_another_process(fleet: Workers) -> None:
+    app = fleet.app
+    add = app.signature("tests.add")
+    saved = group(add.clone(args=(n, 1)) for n in range(5)).apply_async()
+    saved.save()
+    other = create_app(app.services.settings)
+    restored = GroupResult.restore(saved.id, app=other)
+    assert restored is not None
+    assert [r.id for r in restored.results] == [r.id for r in saved.results]
+    assert restored.get(timeout=90) == [1, 2, 3, 4, 5]

@@ -68,3 +68,11 @@ def retry_once(self: Any, countdown: float) -> int:
     if self.request.retries == 0:
         raise self.retry(exc=PlannedFailure("first try"), countdown=countdown)
     return int(self.request.retries)
+
+
+@app.task(name="tests.record")  # type: ignore[untyped-decorator]
+def record(values: list[Any], marker: str) -> list[Any]:
+    """A chord's body that notes each execution in ``marker`` and returns what it got."""
+    with open(marker, "a", encoding="utf-8") as out:
+        out.write(f"{os.getpid()}\n")
+    return values
