@@ -1,0 +1,306 @@
+"""Stored revocations: their keys, which are still in force, what a worker loads, what the
+client writes before it broadcasts (on the in-memory object store; nothing is broadcast)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery.app import control as celery_control
+from celery.result import AsyncResult, GroupResult
+from celery.utils.collections import LimitedSet
+from celery.worker import state as worker_state
+
+from config import Settings
+from tasks.application import CloudworkerCelery, create_app
+from tasks.errors import InvalidArguments, InvalidMessage
+from tasks.keys import REVOKED_IDS, revoked_id_key, revoked_stamped_key, revoked_task_id
+from tasks.objectstore import Listed, MemoryObjectStore
+from tasks.queues import MemoryQueueService
+from tasks.revocations import (
+    Control,
+    StoredRevocations,
+    load_into_worker_state,
+    remember,
+    remember_stamped,
+    stamped_headers,
+    unexpired,
+)
+from tasks.services import Services
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+EXPIRES = 10_800.0
+
+
+def aged(store: MemoryObjectStore, key: str, seconds: float) -> None:
+    """Make ``key`` look written ``seconds`` before :data:`NOW`."""
+    store.written[key] = NOW - timedelta(seconds=seconds)
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def test_a_revoked_id_key_names_its_task_and_back() -> None:
+    assert revoked_id_key("d3b07384-d113-4ec6-a3c4-6d1c2f1a8f1e") == (
+        "revoked/ids/d3b07384-d113-4ec6-a3c4-6d1c2f1a8f1e"
+    )
+    assert revoked_task_id(revoked_id_key("my:task@1")) == "my:task@1"
+
+
+@pytest.mark.parametrize("task_id", ["a/b", "", "with space", "x" * 201, None])
+def test_a_task_id_that_cannot_be_a_key_is_refused(task_id: Any) -> None:
+    with pytest.raises(InvalidMessage):
+        revoked_id_key(task_id)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "revoked/stamped/" + "0" * 64 + ".json",
+        "revoked/ids/a/b",
+        "revoked/ids/",
+        "results/abc.json",
+        "revoked/abc",
+    ],
+)
+def test_only_a_revoked_id_key_gives_a_task_id(key: str) -> None:
+    assert revoked_task_id(key) is None
+
+
+def test_a_stamped_revocation_is_named_by_its_content() -> None:
+    first = revoked_stamped_key(b'{"headers":{"mtask_id":["a"]}}')
+    assert first == revoked_stamped_key(b'{"headers":{"mtask_id":["a"]}}')
+    assert first != revoked_stamped_key(b'{"headers":{"mtask_id":["b"]}}')
+    assert first.startswith("revoked/stamped/") and first.endswith(".json")
+    assert len(first) == len("revoked/stamped/") + 64 + len(".json")
+
+
+# -- which revocations are still in force ----------------------------------------------------
+
+
+def listed(*ages: float) -> list[Listed]:
+    return [Listed(f"revoked/ids/t{age}", NOW - timedelta(seconds=age)) for age in ages]
+
+
+def test_unexpired_keeps_those_younger_than_expires_oldest_first_with_their_ages() -> None:
+    kept = unexpired(listed(5, 10_799, 10_800, 20_000, 0), now=NOW, expires=EXPIRES)
+    assert [(item.key, age) for item, age in kept] == [
+        ("revoked/ids/t10799", 10_799.0),
+        ("revoked/ids/t5", 5.0),
+        ("revoked/ids/t0", 0.0),
+    ]
+
+
+def test_a_revocation_stamped_ahead_of_the_local_clock_is_new() -> None:
+    (kept,) = unexpired(listed(-30), now=NOW, expires=EXPIRES)
+    assert kept[1] == 0.0
+
+
+# -- what a worker loads ---------------------------------------------------------------------
+
+
+def test_a_worker_loads_unexpired_ids_and_stamps_and_skips_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryObjectStore()
+    assert remember(store, ["fresh", "old", "gone"]) == 3
+    aged(store, revoked_id_key("fresh"), 60)
+    aged(store, revoked_id_key("old"), EXPIRES - 120)
+    aged(store, revoked_id_key("gone"), EXPIRES + 1)
+    remember_stamped(store, {"mtask_id": "m1"})
+    remember_stamped(store, {"mtask_id": ["m2", "m1"], "other": 7})
+    store.put("revoked/stamped/" + "f" * 64 + ".json", b"not json")
+    for key in store.objects:
+        if key.startswith("revoked/stamped/"):
+            aged(store, key, 30)
+    store.put("revoked/ids/a/b", b"")  # not a task id: ignored
+    aged(store, "revoked/ids/a/b", 1)
+
+    revoked = LimitedSet(maxlen=100, expires=EXPIRES)
+    stamps: dict[str, Any] = {"mtask_id": "m0"}  # revoked by broadcast before
+    with caplog.at_level(logging.WARNING):
+        loaded = load_into_worker_state(
+            store, now=NOW, expires=EXPIRES, revoked=revoked, revoked_stamps=stamps
+        )
+
+    assert (loaded.ids, loaded.stamped) == (2, 2)
+    assert sorted(revoked) == ["fresh", "old"]
+    assert stamps["mtask_id"][0] == "m0" and sorted(stamps["mtask_id"]) == ["m0", "m1", "m2"]
+    assert stamps["other"] == [7]
+    assert "ignoring stored revocation revoked/stamped/ffff" in caplog.text
+
+
+def test_a_loaded_id_expires_when_it_would_have_on_a_worker_that_heard_it() -> None:
+    store = MemoryObjectStore()
+    remember(store, ["old"])
+    aged(store, revoked_id_key("old"), EXPIRES - 100)  # 100 s of it left
+    revoked = LimitedSet(maxlen=100, expires=EXPIRES)
+    load_into_worker_state(store, now=NOW, expires=EXPIRES, revoked=revoked, revoked_stamps={})
+    revoked.purge(now=time.monotonic() + 90)
+    assert "old" in revoked
+    revoked.purge(now=time.monotonic() + 110)
+    assert "old" not in revoked
+
+
+def test_the_defaults_are_celerys_revoked_set_and_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    revoked, stamps = LimitedSet(maxlen=100, expires=60), dict[str, Any]()
+    monkeypatch.setattr(worker_state, "revoked", revoked)
+    monkeypatch.setattr(worker_state, "revoked_stamps", stamps)
+    monkeypatch.setattr(worker_state, "REVOKE_EXPIRES", 60.0)
+    store = MemoryObjectStore()
+    remember(store, ["young", "older"])
+    remember_stamped(store, ["mtask_id=m1"])  # as `celery control revoke_by_stamped_headers`
+    for key in store.objects:
+        aged(store, key, 10)
+    aged(store, revoked_id_key("older"), 61)
+    loaded = load_into_worker_state(store, now=NOW)
+    assert (loaded.ids, loaded.stamped) == (1, 1)
+    assert list(revoked) == ["young"]
+    assert stamps == {"mtask_id": ["m1"]}
+
+
+def test_the_bootstep_loads_and_says_how_many(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    revoked = LimitedSet(maxlen=100, expires=EXPIRES)
+    monkeypatch.setattr(worker_state, "revoked", revoked)
+    monkeypatch.setattr(worker_state, "revoked_stamps", {})
+    store = MemoryObjectStore()
+    remember(store, ["t1", "t2"])
+    parent = SimpleNamespace(app=SimpleNamespace(services=SimpleNamespace(store=lambda: store)))
+    with caplog.at_level(logging.INFO):
+        StoredRevocations(parent).start(parent)
+    assert sorted(revoked) == ["t1", "t2"]
+    assert "loaded 2 revoked task id(s) and 0 revocation(s) by stamped headers" in caplog.text
+
+
+def test_a_worker_that_cannot_read_them_says_so_and_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(MemoryObjectStore):
+        def list(self, prefix: str) -> list[Listed]:
+            raise OSError("endpoint down")
+
+    store = Broken()
+    parent = SimpleNamespace(app=SimpleNamespace(services=SimpleNamespace(store=lambda: store)))
+    with caplog.at_level(logging.ERROR):
+        StoredRevocations(parent).start(parent)  # no exception
+    assert "could not load the stored revocations" in caplog.text
+
+
+# -- stamped headers as Celery takes them ----------------------------------------------------
+
+
+def test_stamped_headers_are_names_to_lists_of_values() -> None:
+    assert stamped_headers({"a": "1", "b": [2, 3]}) == {"a": ["1"], "b": [2, 3]}
+    assert stamped_headers(["a=1", "b=x=y"]) == {"a": ["1"], "b": ["x=y"]}  # the CLI's form
+
+
+@pytest.mark.parametrize("headers", [["no-equals"], "a=1", 5, {1: "x"}])
+def test_stamped_headers_of_another_shape_are_refused(headers: Any) -> None:
+    with pytest.raises(InvalidArguments):
+        stamped_headers(headers)
+
+
+# -- the client writes before it broadcasts --------------------------------------------------
+
+
+Client = tuple[CloudworkerCelery, MemoryObjectStore]
+
+
+@pytest.fixture
+def client() -> Client:
+    store = MemoryObjectStore()
+    settings = Settings()
+    services = Services(settings, store=lambda: store, queues=MemoryQueueService)
+    return create_app(settings, services=services), store
+
+
+@pytest.fixture
+def broadcasts(monkeypatch: pytest.MonkeyPatch, client: Client) -> list[tuple[Any, ...]]:
+    """What Celery's broadcast was asked to send, with the revocations stored by then."""
+    _, store = client
+    sent: list[tuple[Any, ...]] = []
+
+    def broadcast(self: Any, command: str, arguments: Any = None, destination: Any = None,
+                  *args: Any, **kwargs: Any) -> None:  # fmt: skip
+        stored = sorted(key for key in store.objects if key.startswith("revoked/"))
+        sent.append((command, arguments, destination, stored))
+
+    monkeypatch.setattr(celery_control.Control, "broadcast", broadcast)
+    return sent
+
+
+def ids_stored(store: MemoryObjectStore) -> list[str]:
+    return sorted(key[len(REVOKED_IDS) :] for key in store.objects if key.startswith(REVOKED_IDS))
+
+
+def test_the_apps_control_is_cloudworkers(client: Client) -> None:
+    assert isinstance(client[0].control, Control)
+
+
+def test_every_way_to_revoke_writes_to_s3_before_it_broadcasts(
+    client: Client,
+    broadcasts: list[tuple[Any, ...]],
+) -> None:
+    app, store = client
+    app.control.revoke("t1")
+    AsyncResult("t2", app=app).revoke(terminate=True)
+    GroupResult("g", [AsyncResult("t3", app=app), AsyncResult("t4", app=app)], app=app).revoke()
+    app.control.broadcast("revoke", arguments={"task_id": ["t5"]})  # celery control revoke
+    assert ids_stored(store) == ["t1", "t2", "t3", "t4", "t5"]
+    assert [(command, stored) for command, _, _, stored in broadcasts] == [
+        ("revoke", ["revoked/ids/t1"]),
+        ("revoke", ["revoked/ids/t1", "revoked/ids/t2"]),
+        ("revoke", [f"revoked/ids/t{n}" for n in range(1, 5)]),
+        ("revoke", [f"revoked/ids/t{n}" for n in range(1, 6)]),
+    ]
+    assert broadcasts[1][1]["terminate"] is True
+
+
+def test_a_revocation_by_stamped_headers_is_stored_as_the_worker_reads_it(
+    client: Client,
+    broadcasts: list[tuple[Any, ...]],
+) -> None:
+    app, store = client
+    app.control.revoke_by_stamped_headers({"mtask_id": "m1"})
+    (key,) = broadcasts[0][3]
+    assert json.loads(store.objects[key]) == {"headers": {"mtask_id": ["m1"]}}
+    assert broadcasts[0][:2] == (
+        "revoke_by_stamped_headers",
+        {"headers": {"mtask_id": "m1"}, "terminate": False, "signal": "SIGTERM"},
+    )
+
+
+def test_a_revocation_for_named_workers_only_is_theirs_alone(
+    client: Client,
+    broadcasts: list[tuple[Any, ...]],
+) -> None:
+    app, store = client
+    app.control.revoke("t1", destination=["worker1@host"])
+    assert ids_stored(store) == []
+    assert broadcasts[0][2] == ["worker1@host"]
+
+
+def test_an_id_that_cannot_be_stored_is_refused_before_anything_is_sent(
+    client: Client,
+    broadcasts: list[tuple[Any, ...]],
+) -> None:
+    app, store = client
+    with pytest.raises(InvalidMessage):
+        app.control.revoke(["ok", "not/ok"])
+    assert ids_stored(store) == [] and broadcasts == []
+
+
+def test_many_ids_are_all_stored() -> None:
+    store = MemoryObjectStore()
+    ids = [f"t{n}" for n in range(100)]
+    assert remember(store, ids) == 100
+    assert ids_stored(store) == sorted(ids)
