@@ -8,7 +8,7 @@ worker (an instance that is replaced loses it), and mingle, which asks the other
 workers at start, does not work on SQS. So:
 
 * the client writes each revocation to S3 first, then broadcasts it as Celery
-  does (:class:`Control`, the app's ``control``): ``revoke()``,
+  does (:class:`Control`, the app's ``control``): ``revoke()``, ``terminate()``,
   ``revoke_by_stamped_headers()``, ``AsyncResult.revoke()``,
   ``GroupResult.revoke()`` and ``celery control revoke`` all go through its
   ``broadcast``. A revocation sent to named workers only (``destination``) is
@@ -181,6 +181,8 @@ def _merge_stamps(revoked_stamps: dict[str, Any], stamps: Mapping[str, list[Any]
         revoked_stamps[name] = known + [value for value in values if value not in known]
 
 
+#: The control commands that revoke task ids (``terminate`` is ``revoke`` with terminate).
+_REVOKING_IDS = frozenset({"revoke", "terminate"})
 #: The arguments of the revoking control commands that name what is revoked.
 _REVOKING = frozenset({"task_id", "headers"})
 
@@ -196,15 +198,14 @@ class Control(control.Control):  # type: ignore[misc]
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        # Every revocation passes here: revoke() and revoke_by_stamped_headers()
-        # call broadcast(), and so does `celery control revoke`.
-        if command in {"revoke", "revoke_by_stamped_headers"} and not destination:
+        # Every revocation passes here: revoke(), terminate() and
+        # revoke_by_stamped_headers() call broadcast(), and so does `celery control`.
+        if not destination:
             given = {**(arguments or {}), **{k: v for k, v in kwargs.items() if k in _REVOKING}}
-            store = self.app.services.store()
-            if command == "revoke":
-                remember(store, _as_list(given.get("task_id")))
-            else:
-                remember_stamped(store, given.get("headers") or {})
+            if command in _REVOKING_IDS:
+                remember(self.app.services.store(), _as_list(given.get("task_id")))
+            elif command == "revoke_by_stamped_headers":
+                remember_stamped(self.app.services.store(), given.get("headers") or {})
         return super().broadcast(command, arguments, destination, *args, **kwargs)
 
 

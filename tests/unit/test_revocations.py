@@ -255,12 +255,16 @@ def test_every_way_to_revoke_writes_to_s3_before_it_broadcasts(
     AsyncResult("t2", app=app).revoke(terminate=True)
     GroupResult("g", [AsyncResult("t3", app=app), AsyncResult("t4", app=app)], app=app).revoke()
     app.control.broadcast("revoke", arguments={"task_id": ["t5"]})  # celery control revoke
-    assert ids_stored(store) == ["t1", "t2", "t3", "t4", "t5"]
+    app.control.broadcast("terminate", arguments={"signal": "KILL", "task_id": ["t6"]})
+    app.control.broadcast("rate_limit", arguments={"task_name": "t", "rate_limit": "1/s"})
+    assert ids_stored(store) == ["t1", "t2", "t3", "t4", "t5", "t6"]
     assert [(command, stored) for command, _, _, stored in broadcasts] == [
         ("revoke", ["revoked/ids/t1"]),
         ("revoke", ["revoked/ids/t1", "revoked/ids/t2"]),
         ("revoke", [f"revoked/ids/t{n}" for n in range(1, 5)]),
         ("revoke", [f"revoked/ids/t{n}" for n in range(1, 6)]),
+        ("terminate", [f"revoked/ids/t{n}" for n in range(1, 7)]),
+        ("rate_limit", [f"revoked/ids/t{n}" for n in range(1, 7)]),
     ]
     assert broadcasts[1][1]["terminate"] is True
 
