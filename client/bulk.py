@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from tasks import batch_sends
@@ -64,12 +65,37 @@ class Progress:
         self.done = 0
         self._stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
+        self._suffixed = False
 
     def advance(self) -> None:
         self.done += 1
+        self._draw("")
+
+    def report(self, label: str, meta: dict[str, Any]) -> None:
+        """A running task's state beside the bar (``current/total`` when its task reports them).
+
+        Tasks report with ``update_state(state=..., meta={"current": n, "total": m})``;
+        the states arrive pushed on the response queue (``get(on_message=...)``).
+        """
+        state = meta.get("status")
+        if state in states.READY_STATES:
+            return
+        info = meta.get("result")
+        detail = ""
+        if isinstance(info, dict):
+            current, total = info.get("current"), info.get("total")
+            if isinstance(current, int | float) and isinstance(total, int | float) and total:
+                detail = f" {current:g}/{total:g}"
+        self._draw(f"  {label}: {state}{detail}")
+
+    def _draw(self, suffix: str) -> None:
         if self.enabled:
             filled = 30 * self.done // max(self.total, 1)
-            self._stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}"
+            # Clear to the end of the line when a state was, or is, shown after the bar.
+            clear = "\x1b[K" if suffix or self._suffixed else ""
+            self._suffixed = bool(suffix)
+            self._stream.write(f"\r{bar}{suffix}{clear}")
             self._stream.flush()
 
     def close(self) -> None:
@@ -99,7 +125,10 @@ def run(task: Any, items: Sequence[Item], *, timeout: float, progress: Progress)
             if remaining <= 0:
                 raise CeleryTimeoutError("The operation timed out.")
             try:
-                item.value = result.get(timeout=remaining)
+                item.value = result.get(
+                    timeout=remaining,
+                    on_message=lambda meta, label=item.label: progress.report(label, meta),
+                )
             except InvalidInput as exc:
                 item.error = str(exc)
             progress.advance()

@@ -31,7 +31,7 @@ class Answer:
     def __init__(self, value: Any) -> None:
         self.value = value
 
-    def get(self, timeout: float) -> Any:
+    def get(self, timeout: float, on_message: Any = None) -> Any:
         return self.value
 
 
@@ -83,3 +83,24 @@ def test_cli_exits_2_when_one_input_is_refused_at_send_time(
     assert out.startswith(f"== {files[0]}\ncount  1\n")
     assert f"error: {files[1]}: 2 integers are more than this test allows\n" in err
     assert "2 inputs: 1 done, 1 bad" in err
+
+
+def test_the_progress_line_shows_a_running_tasks_reported_progress() -> None:
+    stream = io.StringIO()
+    progress = Progress(2, stream=stream, enabled=True)
+    progress.report("big.txt", {"status": "PROGRESS", "result": {"current": 3, "total": 8}})
+    progress.report("big.txt", {"status": "STARTED", "result": {"pid": 7, "hostname": "w@h"}})
+    progress.report("big.txt", {"status": "SUCCESS", "result": {"count": 4}})
+    lines = stream.getvalue().split("\r")[1:]
+    assert lines == [
+        "[..............................] 0/2  big.txt: PROGRESS 3/8\x1b[K",
+        "[..............................] 0/2  big.txt: STARTED\x1b[K",
+    ]
+
+
+def test_the_progress_line_is_silent_off_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(1, stream=stream, enabled=False)
+    progress.report("x", {"status": "PROGRESS", "result": {"current": 1, "total": 2}})
+    progress.advance()
+    assert stream.getvalue() == ""
