@@ -76,3 +76,9 @@ def record(values: list[Any], marker: str) -> list[Any]:
     with open(marker, "a", encoding="utf-8") as out:
         out.write(f"{os.getpid()}\n")
     return values
+
+
+@app.task(name="tests.started_at")  # type: ignore[untyped-decorator]
+def started_at(values: list[Any]) -> float:
+    """A chord's body that returns when it started (epoch seconds), for measurements."""
+    return time.time()
