@@ -149,6 +149,8 @@ def _ensure_bucket(s3: Any, settings: Settings) -> None:
             "Rules": [
                 _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
                 _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
+                _expiry_rule("expire-groups", keys.GROUPS, settings.result_expiry_days),
+                _expiry_rule("expire-chords", keys.CHORDS, settings.result_expiry_days),
                 _expiry_rule("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
             ]
         },

@@ -101,12 +101,16 @@ def test_tampered_payload_is_refused_not_looped(stack: LocalStack) -> None:
     assert stack.worker_alive()
 
 
-def test_lifecycle_rules_expire_payloads_results_and_revocations(stack: LocalStack) -> None:
+def test_lifecycle_rules_expire_payloads_results_groups_chords_and_revocations(
+    stack: LocalStack,
+) -> None:
     rules = stack.client("s3").get_bucket_lifecycle_configuration(Bucket=stack.settings.bucket)
     expiry = {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in rules["Rules"]}
     assert expiry == {
         "payloads/": 1,
         "results/": stack.settings.result_expiry_days,
+        "groups/": stack.settings.result_expiry_days,
+        "chords/": stack.settings.result_expiry_days,
         "revoked/": 1,
     }
 

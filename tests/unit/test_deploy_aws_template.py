@@ -55,6 +55,8 @@ ALLOWED_WILDCARDS = {
     "${Bucket.Arn}/payloads/*",
     "${Bucket.Arn}/results/*",
     "${Bucket.Arn}/revoked/*",
+    "${Bucket.Arn}/groups/*",
+    "${Bucket.Arn}/chords/*",
     "${Bucket.Arn}/inbox/*",
     "${Bucket.Arn}/outbox/*",
     "${Bucket.Arn}/releases/*",
@@ -379,6 +381,8 @@ def test_objects_by_prefix_and_nothing_to_delete_in_the_inbox() -> None:
         "${Bucket.Arn}/payloads/*",
         "${Bucket.Arn}/results/*",
         "${Bucket.Arn}/revoked/*",
+        "${Bucket.Arn}/groups/*",
+        "${Bucket.Arn}/chords/*",
     ]
     assert statements["ReadInboxAndReleases"]["Action"] == "s3:GetObject"
     assert resource_string(statements["WriteOutbox"]["Resource"]) == (
@@ -446,6 +450,8 @@ def test_bucket_is_private_encrypted_and_expires_like_the_provisioning() -> None
     assert as_api == [
         provision._expiry_rule("expire-payloads", "payloads/", provision.PAYLOAD_EXPIRY_DAYS),
         provision._expiry_rule("expire-results", "results/", days),  # type: ignore[arg-type]
+        provision._expiry_rule("expire-groups", "groups/", days),  # type: ignore[arg-type]
+        provision._expiry_rule("expire-chords", "chords/", days),  # type: ignore[arg-type]
         provision._expiry_rule("expire-revoked", "revoked/", provision.REVOKED_EXPIRY_DAYS),
     ]
 
