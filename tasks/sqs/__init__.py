@@ -415,6 +415,8 @@ class Channel(FanoutChannel):
 
     # kombu private: a failed receive is a list it crashes on; one bad message fails its batch.
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        if self.connection is None:
+            return 0  # closed meanwhile (see _on_receive_error); SQS delivers them again
         if isinstance(messages, dict):
             if self._receive_failures:
                 log.info("receiving from %s works again", qname)
@@ -455,6 +457,12 @@ class Channel(FanoutChannel):
         return super()._get_from_sqs(queue_name, queue_url, connection, count, guarded)  # type: ignore[no-untyped-call]
 
     def _on_receive_error(self, qname: str, callback: Any, exc: BaseException) -> None:
+        if self.connection is None:
+            # The channel closed while its receive was in flight (a client that
+            # shares a process with a worker, whose event loop ran the receive,
+            # deleted its reply queue): nothing waits for this answer any more.
+            log.debug("receive from %s ended after its channel closed: %s", qname, exc)
+            return
         log.warning("receiving from %s failed: %s", qname, exc)
         if _is_missing_queue(exc):
             self._queue_cache.pop(qname, None)
