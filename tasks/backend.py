@@ -37,7 +37,6 @@ from celery._state import get_current_task
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import result_from_tuple
-from kombu.utils.functional import LRUCache
 
 from tasks.aws import is_transient
 from tasks.chords import ChordJoin
@@ -75,8 +74,6 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             raise TypeError("CloudworkerBackend needs an app made by tasks.create_app()")
         self.services = services
         self.chords = ChordJoin(self)
-        #: Notices of chord header tasks, sent once the chord has counted them.
-        self._held_notices: LRUCache = LRUCache(limit=1000)  # type: ignore[no-untyped-call]
 
     # -- client side ------------------------------------------------------------------------
 
@@ -294,13 +291,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             existing = store.get(key)
             if existing is not None:
                 record = existing.decode("utf-8")
-        if getattr(request, "chord", None):
-            # A chord's header task: its caller hears of it once the chord has counted
-            # it (on_chord_part_return), so that what the caller reads next, such as
-            # the chord's failure reaching the tasks after it, is already stored.
-            self._held_notices[task_id] = (reply_to, state, record)
-        else:
-            self.services.notifier.send(reply_to, task_id, state, record)
+        self.services.notifier.send(reply_to, task_id, state, record)
         return result
 
     # -- chords and groups (tasks/chords.py) ---------------------------------------------------
@@ -325,13 +316,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.chords.add(chord_id, result.id)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        try:
-            self.chords.part_returned(request)
-        finally:
-            held = self._held_notices.pop(getattr(request, "id", None), None)
-            if held is not None:
-                reply_to, held_state, record = held
-                self.services.notifier.send(reply_to, request.id, held_state, record)
+        self.chords.part_returned(request)
 
     def _save_group(self, group_id: str, result: Any) -> Any:
         self.services.store().put(
