@@ -145,6 +145,12 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             meta = self._wait_on_mailbox(task_id, deadline, on_interval, on_message)
         if on_message is not None:
             on_message(meta)
+        if on_interval is not None and meta.get("status") in states.PROPAGATE_STATES:
+            # Celery checks a result's parents on each interval and raises the first
+            # failure up the chain (a chord's failed header task rather than the
+            # body's ChordError): once more now, since a parent's notice may have come
+            # with this one, so the caller gets the cause, as with Redis's backend.
+            on_interval()
         return meta
 
     def _wait_on_mailbox(
