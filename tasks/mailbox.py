@@ -51,6 +51,7 @@ __all__ = [
     "Notifier",
     "is_stored_only",
     "notice",
+    "notice_fields",
     "notice_state",
     "notice_task_id",
     "reply_address_problem",
@@ -77,20 +78,25 @@ def notice(task_id: str, state: str, record: str, *, inline_max_bytes: int) -> s
 
 def notice_task_id(body: str) -> str | None:
     """The task a notice is about (None for a body that is not a notice)."""
-    try:
-        task_id = json.loads(body).get("task_id")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return task_id if isinstance(task_id, str) else None
+    return notice_fields(body)[0]
 
 
 def notice_state(body: str) -> str | None:
     """The state a notice reports (None for a body that is not a notice)."""
+    return notice_fields(body)[1]
+
+
+def notice_fields(body: str) -> tuple[str | None, str | None]:
+    """A notice's task id and state, read with one parse (None for what is missing)."""
     try:
-        state = json.loads(body).get("status")
+        fields = json.loads(body)
+        task_id, state = fields.get("task_id"), fields.get("status")
     except (ValueError, AttributeError, RecursionError):
-        return None
-    return state if isinstance(state, str) else None
+        return None, None
+    return (
+        task_id if isinstance(task_id, str) else None,
+        state if isinstance(state, str) else None,
+    )
 
 
 def is_stored_only(body: str) -> bool:
@@ -239,7 +245,7 @@ class Mailbox:
     def _file(self, bodies: list[str]) -> None:
         # Called with the lock held.
         for body in bodies:
-            task_id, state = notice_task_id(body), notice_state(body)
+            task_id, state = notice_fields(body)
             if task_id is None or state is None:
                 log.warning("ignoring a malformed notice on the response queue: %.80r", body)
                 continue
