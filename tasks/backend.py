@@ -309,8 +309,10 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         this process's queue like the header tasks, so ``get()`` is pushed the result.
         """
         self.ensure_chords_allowed()
-        if get_current_task() is None and body.options.get("reply_to") is None:
-            body.options["reply_to"] = self.reply_address()
+        mine = self.reply_address()
+        # Celery's freeze() already gave the body this process's address (thread_oid).
+        if get_current_task() is None and body.options.get("reply_to") in (None, mine):
+            body.options["reply_to"] = mine
             if body.id:
                 self.services.mailbox.expect(body.id)
         self.chords.apply(self.app.GroupResult(*header_result_args))

@@ -10,29 +10,13 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from celery import states
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
+from tasks.application import CloudworkerCelery
 from tasks.backend import CloudworkerBackend
 from tasks.chords import ChordJoin
 from tasks.keys import chord_prefix
 from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
-
-
-@pytest.fixture
-def store() -> MemoryObjectStore:
-    return MemoryObjectStore()
-
-
-@pytest.fixture
-def app(store: MemoryObjectStore) -> CloudworkerCelery:
-    queues = MemoryQueueService()
-    services = Services(Settings(), store=lambda: store, queues=lambda: queues)
-    return create_app(Settings(), services=services)
 
 
 class Recording(ChordJoin):
@@ -53,9 +37,9 @@ def part(group_id: str, task_id: str | None = None) -> SimpleNamespace:
 
 
 def test_only_the_last_part_fires_and_a_repeated_part_counts_once(
-    app: CloudworkerCelery, store: MemoryObjectStore
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
 ) -> None:
-    backend = app.backend
+    backend = memory_app.backend
     assert isinstance(backend, CloudworkerBackend)
     join = Recording(backend)
     group_id = str(uuid.uuid4())
@@ -68,13 +52,13 @@ def test_only_the_last_part_fires_and_a_repeated_part_counts_once(
     join.part_returned(third)
     assert join.fired == [third.id]
     # The markers are gone: the same part run once more does not fire again.
-    assert not any("done-" in key for key in store.objects)
+    assert not any("done-" in key for key in memory_store.objects)
     join.part_returned(third)
     assert join.fired == [third.id]
 
 
-def test_a_part_whose_size_is_not_written_yet_does_not_fire(app: CloudworkerCelery) -> None:
-    backend = app.backend
+def test_a_part_whose_size_is_not_written_yet_does_not_fire(memory_app: CloudworkerCelery) -> None:
+    backend = memory_app.backend
     assert isinstance(backend, CloudworkerBackend)
     join = Recording(backend)
     group_id = str(uuid.uuid4())
@@ -82,8 +66,8 @@ def test_a_part_whose_size_is_not_written_yet_does_not_fire(app: CloudworkerCele
     assert join.fired == []
 
 
-def test_add_to_chord_waits_for_one_more_part(app: CloudworkerCelery) -> None:
-    backend = app.backend
+def test_add_to_chord_waits_for_one_more_part(memory_app: CloudworkerCelery) -> None:
+    backend = memory_app.backend
     assert isinstance(backend, CloudworkerBackend)
     join = Recording(backend)
     group_id = str(uuid.uuid4())
@@ -97,9 +81,9 @@ def test_add_to_chord_waits_for_one_more_part(app: CloudworkerCelery) -> None:
 
 
 def test_the_claim_is_won_once_and_recognised_by_its_owner(
-    app: CloudworkerCelery, store: MemoryObjectStore
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
 ) -> None:
-    backend = app.backend
+    backend = memory_app.backend
     assert isinstance(backend, CloudworkerBackend)
     join = ChordJoin(backend)
     prefix = chord_prefix(str(uuid.uuid4()))
@@ -108,13 +92,26 @@ def test_the_claim_is_won_once_and_recognised_by_its_owner(
     assert join._claim(prefix, "part-a") is True  # part-a redelivered before it sent the body
 
 
-def test_a_saved_group_is_restored_in_order(app: CloudworkerCelery) -> None:
+def test_a_saved_group_is_restored_in_order(memory_app: CloudworkerCelery) -> None:
     ids = [str(uuid.uuid4()) for _ in range(5)]
     group_id = str(uuid.uuid4())
-    saved = app.GroupResult(group_id, [app.AsyncResult(i) for i in ids])
+    saved = memory_app.GroupResult(group_id, [memory_app.AsyncResult(i) for i in ids])
     saved.save()
-    restored = app.GroupResult.restore(group_id)
+    restored = memory_app.GroupResult.restore(group_id)
     assert [r.id for r in restored.results] == ids
     for task_id in ids:
-        app.backend.store_result(task_id, task_id[:4], states.SUCCESS)
+        memory_app.backend.store_result(task_id, task_id[:4], states.SUCCESS)
     assert restored.get(timeout=5) == [i[:4] for i in ids]
+
+
+def test_a_chord_applied_by_a_client_has_its_body_answer_the_client(
+    memory_app: CloudworkerCelery,
+) -> None:
+    """So the body's result is pushed to the caller's queue, not read by polling S3."""
+    signature = memory_app.signature("tests.total")
+    body = signature.freeze()
+    header = memory_app.GroupResult(str(uuid.uuid4()), [memory_app.AsyncResult("h1")])
+    memory_app.backend.apply_chord((header.id, header.results), signature)
+    assert signature.options["reply_to"] == memory_app.backend.reply_address()
+    assert memory_app.services.mailbox.sent(body.id)
+    assert memory_app.GroupResult.restore(header.id).results[0].id == "h1"
