@@ -13,7 +13,6 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from celery import states
 
 from config import Settings
@@ -24,7 +23,6 @@ from tasks.mailbox import Mailbox
 from tasks.objectstore import MemoryObjectStore
 from tasks.progress import StateWriter
 from tasks.queues import MemoryQueueService
-from tasks.services import Services
 
 PATIENCE = 30.0
 
@@ -112,35 +110,22 @@ def test_the_mailbox_keeps_the_latest_state_and_never_replaces_the_end() -> None
     assert mailbox.state_notice("t1") is None
 
 
-@pytest.fixture
-def store() -> MemoryObjectStore:
-    return MemoryObjectStore()
-
-
-@pytest.fixture
-def app(store: MemoryObjectStore) -> CloudworkerCelery:
-    queues = MemoryQueueService()
-    settings = Settings(state_interval=3600)
-    services = Services(settings, store=lambda: store, queues=lambda: queues)
-    return create_app(settings, services=services)
-
-
 def test_a_state_stored_from_outside_the_task_is_written_at_once(
-    app: CloudworkerCelery, store: MemoryObjectStore
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
 ) -> None:
     """As Celery's suite does: ``store_result(id, meta, STARTED)`` from a client."""
     task_id = str(uuid.uuid4())
-    app.backend.store_result(task_id, {"hostname": "other@host"}, states.STARTED)
-    assert state_key(task_id) in store.objects
-    other = create_app(app.services.settings, services=app.services)
+    memory_app.backend.store_result(task_id, {"hostname": "other@host"}, states.STARTED)
+    assert state_key(task_id) in memory_store.objects
+    other = create_app(memory_app.services.settings, services=memory_app.services)
     assert other.AsyncResult(task_id).state == states.STARTED
     assert other.AsyncResult(task_id).info == {"hostname": "other@host"}
 
 
 def test_the_running_tasks_own_states_wait_and_its_result_supersedes_them(
-    app: CloudworkerCelery, store: MemoryObjectStore
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
 ) -> None:
-    backend = app.backend
+    backend = memory_app.backend
     assert isinstance(backend, CloudworkerBackend)
     task_id = str(uuid.uuid4())
     request = SimpleNamespace(
@@ -148,12 +133,12 @@ def test_the_running_tasks_own_states_wait_and_its_result_supersedes_them(
     )
     for step in range(100):
         backend.store_result(task_id, {"current": step}, "PROGRESS", request=request)
-    assert state_key(task_id) not in store.objects  # waiting, 100 states in one
-    assert app.AsyncResult(task_id).state == states.PENDING
-    app.services.states.flush()
-    assert app.AsyncResult(task_id).state == "PROGRESS"
-    assert app.AsyncResult(task_id).info == {"current": 99}
+    assert state_key(task_id) not in memory_store.objects  # waiting, 100 states in one
+    assert memory_app.AsyncResult(task_id).state == states.PENDING
+    memory_app.services.states.flush()
+    assert memory_app.AsyncResult(task_id).state == "PROGRESS"
+    assert memory_app.AsyncResult(task_id).info == {"current": 99}
     backend.store_result(task_id, 7, states.SUCCESS, request=request)
-    assert result_key(task_id) in store.objects
-    fresh = create_app(app.services.settings, services=app.services)
+    assert result_key(task_id) in memory_store.objects
+    fresh = create_app(memory_app.services.settings, services=memory_app.services)
     assert fresh.AsyncResult(task_id).get(timeout=PATIENCE) == 7
