@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: demo test check up down bench soak venv browser prometheus clean celery-suite
+.PHONY: demo test check up down bench soak venv browser prometheus clean celery-suite ministack
 
 ## The virtual environment: created once, reinstalled when a requirements file changes.
 $(PY):
@@ -28,8 +28,20 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 
 venv: $(RUNTIME_STAMP)
 
+## ministack, the second local endpoint (CLOUDWORKER_LOCAL_ENDPOINT=ministack), in a
+## virtual environment of its own: it pins an older botocore than the project's.
+MINISTACK_VENV  := .venv-ministack
+MINISTACK_STAMP := $(MINISTACK_VENV)/.installed
+$(MINISTACK_STAMP): deploy/ministack-requirements.txt
+	@rm -rf $(MINISTACK_VENV)
+	$(PYTHON) -m venv $(MINISTACK_VENV)
+	$(MINISTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/ministack-requirements.txt
+	@touch $@
+
+ministack: $(MINISTACK_STAMP)
+
 ## The local stack: a local AWS endpoint (moto) on loopback, provisioned, and a worker.
-up: $(RUNTIME_STAMP)
+up: $(RUNTIME_STAMP) $(if $(filter ministack,$(CLOUDWORKER_LOCAL_ENDPOINT)),ministack)
 	@$(PY) -m deploy local up
 
 down:
@@ -37,7 +49,7 @@ down:
 
 ## The demo: stats of examples/input.txt, examples/image.jpg to output_image.jpg.
 ## It stops the stack afterwards only if it started it.
-demo: $(RUNTIME_STAMP)
+demo: $(RUNTIME_STAMP) $(if $(filter ministack,$(CLOUDWORKER_LOCAL_ENDPOINT)),ministack)
 	@was_up=0; $(PY) -m deploy local running && was_up=1; \
 	 $(PY) -m deploy local up || exit 1; \
 	 set -a; . ./.run/env; set +a; status=0; \

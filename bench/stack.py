@@ -52,7 +52,7 @@ class BenchStack:
 
     @property
     def moto_log(self) -> Path:
-        return self.stack.log_file("moto")
+        return self.stack.log_file(local.ENDPOINT_PROCESS)
 
     @property
     def process_env(self) -> dict[str, str]:
@@ -99,7 +99,7 @@ class BenchStack:
     def process_groups(self, system: str) -> dict[str, int]:
         """moto's and ``system``'s worker's process group ids (each leads its session)."""
         name = CLOUDWORKER_WORKER if system == "cloudworker" else STOCK_WORKER
-        groups = {"moto": self.stack.pid("moto"), "worker": self.stack.pid(name)}
+        groups = {"moto": self.stack.pid(local.ENDPOINT_PROCESS), "worker": self.stack.pid(name)}
         return {key: pid for key, pid in groups.items() if pid is not None}
 
     def worker_log(self, system: str) -> str:

@@ -15,6 +15,7 @@ import sys
 from config import load as load_settings
 from deploy import local
 from deploy.aws import cli as aws_cli
+from deploy.endpoints import ENDPOINT_VARIABLE
 from deploy.provision import provision
 
 
@@ -49,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "up":
         env = local.up(workers=args.workers, concurrency=args.concurrency)
         print(
-            f"local stack up: endpoint {env['AWS_ENDPOINT_URL']}, "
+            f"local stack up: endpoint {env['AWS_ENDPOINT_URL']} ({env[ENDPOINT_VARIABLE]}), "
             f"bucket {env['CLOUDWORKER_BUCKET']}, Flower {env['CLOUDWORKER_FLOWER_URL']} "
             "(user and password in .run/env); environment in .run/env"
         )
         return 0
     if args.action == "running":
-        return 0 if local.default_stack().pid("moto") is not None else 1
+        return 0 if local.default_stack().pid(local.ENDPOINT_PROCESS) is not None else 1
     stopped = local.down()
     print("local stack down" + (f": stopped {', '.join(stopped)}" if stopped else " (nothing ran)"))
     return 0

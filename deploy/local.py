@@ -1,7 +1,8 @@
 """The local stack: an AWS endpoint and a worker on this machine (``make up``/``make down``).
 
-``up`` starts moto's standalone server (a real HTTP server speaking SQS, S3 and
-SNS) on loopback, provisions the queues and the bucket through
+``up`` starts a local AWS endpoint (a real HTTP server speaking SQS, S3 and
+SNS: moto, or ministack with ``CLOUDWORKER_LOCAL_ENDPOINT=ministack``; see
+:mod:`deploy.endpoints`) on loopback, provisions the queues and the bucket through
 :mod:`deploy.provision`, starts one worker and Flower (on loopback, with a
 generated password: :mod:`deploy.flower`) in the background and writes
 ``.run/env``: ``export NAME=value`` lines with everything a shell needs to use
@@ -22,20 +23,23 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
+from deploy.endpoints import ENDPOINT_VARIABLE, chosen
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from deploy.provision import provision
 from tasks.topics import SNSTopicService
 
 __all__ = [
+    "ENDPOINT_PROCESS",
     "READY_MARK",
     "Stack",
     "down",
@@ -48,6 +52,8 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The name of the endpoint's process in the stack (pid and log file).
+ENDPOINT_PROCESS = "endpoint"
 #: What a Celery worker logs once it consumes tasks and answers remote control.
 READY_MARK = " ready."
 #: Flower's user name on the local stack (its password is generated).
@@ -56,7 +62,7 @@ FLOWER_USER = "admin"
 LOCAL_SETTINGS = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
-    # moto accepts any key; these are placeholders, not credentials.
+    # The local endpoints accept any key; these are placeholders, not credentials.
     "AWS_ACCESS_KEY_ID": "local-testing",
     "AWS_SECRET_ACCESS_KEY": "local-testing",
     "CLOUDWORKER_REGION": "us-east-1",
@@ -133,18 +139,20 @@ def up(
     previous = stack.read_env()
     env = dict(LOCAL_SETTINGS)
     port = _port_of(previous.get("AWS_ENDPOINT_URL", ""))
+    kind = chosen(os.environ)
     restarted = False
-    if stack.pid("moto") is None or port is None:
+    running = stack.pid(ENDPOINT_PROCESS) is not None
+    if running and previous.get(ENDPOINT_VARIABLE, "moto") != kind.name:
+        stop_process(stack, ENDPOINT_PROCESS)  # another kind of endpoint was asked for
+        running = False
+    if not running or port is None:
         port = port if port is not None and _port_free(port) else _free_port()
-        start_process(
-            stack,
-            "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            os.environ,
-        )
+        server_env = {**os.environ, **kind.environment(port)}
+        start_process(stack, ENDPOINT_PROCESS, kind.command(port, os.environ), server_env)
         restarted = True
+    env[ENDPOINT_VARIABLE] = kind.name
     env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-    _wait_for_endpoint(env["AWS_ENDPOINT_URL"], stack)
+    _wait_for_endpoint(env, stack)
     settings = Settings.from_env(env)
     provision(settings, sqs=_client("sqs", env), s3=_client("s3", env))
     if flower:
@@ -202,7 +210,9 @@ def down(stack: Stack | None = None) -> list[str]:
     if not stack.run_dir.exists():
         return []
     names = sorted(p.stem for p in stack.run_dir.glob("*.pid"))
-    ordered = [n for n in names if n != "moto"] + [n for n in names if n == "moto"]
+    # The endpoint last ("moto" is its name in a stack started by an older version).
+    endpoints = (ENDPOINT_PROCESS, "moto")
+    ordered = [n for n in names if n not in endpoints] + [n for n in names if n in endpoints]
     for name in ordered:
         stop_process(stack, name)
     return ordered
@@ -306,15 +316,27 @@ def _client(service: str, env: Mapping[str, str]) -> object:
     )
 
 
-def _wait_for_endpoint(url: str, stack: Stack, timeout: float = 30.0) -> None:
+def _wait_for_endpoint(env: Mapping[str, str], stack: Stack, timeout: float = 60.0) -> None:
+    """Wait until the endpoint answers an AWS request (SQS ``ListQueues``), whatever it is."""
+    sqs: Any = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).client(
+        "sqs",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0}),
+    )
+
     def answers() -> bool:
         try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
-                return True
-        except OSError:
+            sqs.list_queues(MaxResults=1)
+        except (BotoCoreError, ClientError):
             return False
+        return True
 
-    _wait_until(answers, stack, "moto", f"the local AWS endpoint did not start at {url}", timeout)
+    failure = f"the local AWS endpoint did not start at {env['AWS_ENDPOINT_URL']}"
+    _wait_until(answers, stack, ENDPOINT_PROCESS, failure, timeout)
 
 
 def _wait_for_port(port: int, stack: Stack, name: str, timeout: float = 30.0) -> None:

@@ -40,10 +40,19 @@ from PIL import Image
 from deploy import local
 from deploy.aws import render
 from deploy.aws.names import TEMPLATE, password_parameter
+from deploy.endpoints import ENDPOINT_VARIABLE, chosen
 from tests.integration.conftest import ROOT, LocalStack
 from tests.integration.test_inbox import jpeg, wait_for_object
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # CloudFormation, EC2, Auto Scaling, IAM and SSM are moto's; the other local
+    # endpoint (deploy/endpoints.py) serves SQS, S3 and SNS only.
+    pytest.mark.skipif(
+        chosen(os.environ).name != "moto",
+        reason=f"the AWS stack is deployed on moto's CloudFormation ({ENDPOINT_VARIABLE}=moto)",
+    ),
+]
 
 STACK = "cwtest"
 PREFIX = f"{STACK}-"
