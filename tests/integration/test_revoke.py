@@ -199,7 +199,8 @@ def refuses_a_second_purge(local_stack: LocalStack) -> bool:
         try:
             sqs.purge_queue(QueueUrl=url)
         except ClientError as error:
-            return error.response["Error"]["Code"].endswith("PurgeQueueInProgress")
+            code: str = error.response["Error"]["Code"]
+            return code.endswith("PurgeQueueInProgress")
         return False
     finally:
         sqs.delete_queue(QueueUrl=url)
