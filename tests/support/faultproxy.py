@@ -10,10 +10,33 @@ so clients holding keep-alive connections meet it at once.
         proxy.fault("503", rate=0.5)      # half the requests answered 503
         proxy.fault("cut")                # nothing gets through
         proxy.fault(None)                 # healthy again
+
+With ``latency=`` (a :class:`bench.latency.Model`), every forwarded request is also delayed
+by that model's latency for its operation, so the loopback endpoint costs what in-region
+AWS would (issue #12):
+
+    with FaultProxy(endpoint, latency=latency.from_env()) as proxy:
+        ...
+        proxy.timings()["sqs:SendMessage"].modelled   # seconds of latency added
+
+Where the delay goes: half of the drawn latency, plus the request body's transfer time,
+before the request is forwarded; the other half, plus the response body's transfer time,
+after the answer came back. Never while the upstream is working on it: a ``ReceiveMessage``
+long poll answered by the endpoint 3 s in, when a message arrived, reaches the client one
+modelled latency after that, not later, just as SQS answers a long poll as soon as a message
+is there. The before/after split stands for the request's way in and the answer's way out: a
+message sent to a receiver already waiting is handed over in about half a send plus half a
+receive.
+
+One upstream connection per client connection (each has its own handler thread), kept
+alive and opened again when the endpoint drops it, so the proxy costs no TCP handshake per
+request; concurrent requests are delayed concurrently, since no lock is held while a
+handler sleeps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import random
 import re
@@ -27,26 +50,61 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bench import latency as latency_model
+
 FAULTS = ("503", "500", "reset", "delay", "cut")
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+#: What a kept-alive upstream connection the endpoint has closed meanwhile raises on reuse.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+#: How the handlers sleep; a module attribute so that a test can watch the sleeps.
+_sleep = time.sleep
+
+
+@dataclasses.dataclass
+class Timing:
+    """Where the forwarded requests of one operation spent their time, in seconds (sums)."""
+
+    requests: int = 0
+    #: Latency the model asked for (service-time draws plus transfer terms).
+    modelled: float = 0.0
+    #: Time the handlers measured asleep for it (>= ``modelled``, give or take the clock).
+    slept: float = 0.0
+    #: Time waiting for the endpoint's answer (a long poll's wait is here, not above).
+    upstream: float = 0.0
 
 
 class FaultProxy:
-    """A proxy whose faults the test sets; counts requests and faults injected."""
+    """A proxy whose faults the test sets; counts requests and faults injected.
 
-    def __init__(self, upstream: str, *, seed: int = 0) -> None:
+    ``latency``: a :class:`bench.latency.Model` whose latency is added to every forwarded
+    request (default: none). ``seed`` seeds both the fault and the latency draws.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        seed: int = 0,
+        latency: latency_model.Model = latency_model.NONE,
+    ) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.latency = latency
         self._fault: str | None = None
         self._rate = 1.0
         self._delay = 0.0
         self._random = random.Random(seed)
+        self._latency_random = random.Random(seed)  # its own stream: faults draw as before
         self._lock = threading.Lock()
         self.requests = 0
         self.injected = 0
-        #: Requests seen, by ``service:Operation`` (``sqs:ReceiveMessage``, ``sns:Publish``...).
+        #: Connections opened to the endpoint (one per client connection when all is well).
+        self.upstream_connects = 0
+        #: Requests seen, by ``service:Operation`` (``sqs:ReceiveMessage``, ``sns:Publish``...;
+        #: S3 listings as ``s3:LIST``, see :func:`bench.latency.operation_name`).
         self.operations: Counter[str] = Counter()
+        self._timings: dict[str, Timing] = {}
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -79,6 +137,32 @@ class FaultProxy:
         with self._lock:
             return Counter(self.operations)
 
+    def timings(self) -> dict[str, Timing]:
+        """Per operation, the forwarded requests' modelled, slept and upstream time (copies)."""
+        with self._lock:
+            return {op: dataclasses.replace(t) for op, t in self._timings.items()}
+
+    def _draw(self, operation: str) -> float:
+        """One service-time draw for ``operation`` (seconds), under the lock: one RNG."""
+        with self._lock:
+            return latency_model.service_time(self.latency, operation, self._latency_random)
+
+    def _record(self, operation: str, modelled: float, slept: float, upstream: float) -> None:
+        with self._lock:
+            timing = self._timings.setdefault(operation, Timing())
+            timing.requests += 1
+            timing.modelled += modelled
+            timing.slept += slept
+            timing.upstream += upstream
+
+    def _connect(self) -> http.client.HTTPConnection:
+        """A connection to the endpoint; its (re)connects count in :attr:`upstream_connects`."""
+        return _Upstream(self, *self.upstream)
+
+    def _connected(self) -> None:
+        with self._lock:
+            self.upstream_connects += 1
+
     def _decide(self, operation: str) -> tuple[str | None, float]:
         with self._lock:
             self.requests += 1
@@ -87,6 +171,18 @@ class FaultProxy:
                 return None, 0.0
             self.injected += 1
             return self._fault, self._delay
+
+
+class _Upstream(http.client.HTTPConnection):
+    """An HTTP connection to the endpoint that tells the proxy each time it connects."""
+
+    def __init__(self, proxy: FaultProxy, host: str, port: int) -> None:
+        super().__init__(host, port, timeout=60)
+        self._proxy = proxy
+
+    def connect(self) -> None:
+        super().connect()
+        self._proxy._connected()
 
 
 class _Server(ThreadingHTTPServer):
@@ -149,8 +245,21 @@ def _reset(sock: socket.socket) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One client connection: its requests, in turn, over one kept-alive upstream connection."""
+
     protocol_version = "HTTP/1.1"
     server: _Server
+    _upstream: http.client.HTTPConnection | None
+
+    def setup(self) -> None:
+        self._upstream = None
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._close_upstream()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -170,7 +279,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
-        fault, delay = self.server.proxy._decide(operation_of(self.command, self.headers, body))
+        operation = latency_model.operation_name(
+            operation_of(self.command, self.headers, body), self.path
+        )
+        fault, delay = self.server.proxy._decide(operation)
         if fault in ("reset", "cut"):
             _reset(self.connection)
             self.close_connection = True
@@ -184,23 +296,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "delay":
             time.sleep(delay)
-        self._forward(body)
+        self._forward(operation, body)
 
-    def _forward(self, body: bytes) -> None:
-        host, port = self.server.proxy.upstream
-        upstream = http.client.HTTPConnection(host, port, timeout=60)
+    def _forward(self, operation: str, body: bytes) -> None:
+        """Forward the request, with the model's latency around (never during) the exchange."""
+        proxy = self.server.proxy
+        service = proxy._draw(operation)
+        before = service / 2 + latency_model.transfer(proxy.latency, len(body))
+        slept = _pause(before)
+        started = time.monotonic()
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            headers["Content-Length"] = str(len(body))
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            data = response.read()
-        except OSError:
+            response, data = self._exchange(body)
+        except (OSError, http.client.HTTPException):
+            proxy._record(operation, before, slept, time.monotonic() - started)
             _reset(self.connection)
             self.close_connection = True
             return
-        finally:
-            upstream.close()
+        waited = time.monotonic() - started
+        after = service - service / 2 + latency_model.transfer(proxy.latency, len(data))
+        slept += _pause(after)
+        proxy._record(operation, before + after, slept, waited)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
@@ -210,4 +325,43 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _exchange(self, body: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        """The endpoint's answer, over this handler's kept-alive connection.
+
+        A reused connection the endpoint closed while idle fails on first use; the request
+        then goes once more over a new connection. Any other failure is the caller's.
+        """
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers["Content-Length"] = str(len(body))
+        while True:
+            # http.client reconnects by itself after a response that closed the connection.
+            reused = self._upstream is not None and self._upstream.sock is not None
+            if self._upstream is None:
+                self._upstream = self.server.proxy._connect()
+            try:
+                self._upstream.request(self.command, self.path, body=body, headers=headers)
+                response = self._upstream.getresponse()
+                return response, response.read()
+            except _STALE:
+                self._close_upstream()
+                if not reused:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self._close_upstream()
+                raise
+
+    def _close_upstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+def _pause(seconds: float) -> float:
+    """Sleep ``seconds`` (holding no lock) and return the time measured asleep."""
+    if seconds <= 0:
+        return 0.0
+    started = time.monotonic()
+    _sleep(seconds)
+    return time.monotonic() - started
