@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery._state import get_current_task
+from celery.app.task import Context
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import result_from_tuple
@@ -56,6 +57,13 @@ log = logging.getLogger(__name__)
 _PENDING: dict[str, Any] = {"status": states.PENDING, "result": None}
 #: Set around a send whose ``reply_to`` is another process's queue (see ``replies_to``).
 _REPLIES_ELSEWHERE: ContextVar[bool] = ContextVar("cloudworker_replies_elsewhere", default=False)
+#: The notices held back while a failed chord part's failure propagates (mark_as_failure):
+#: the part's id, and (reply_to, task_id, state, record) in the order they were stored.
+_HELD: ContextVar[tuple[str, list[tuple[Any, ...]]] | None] = ContextVar(
+    "cloudworker_held_notice", default=None
+)
+#: Set while a failure about to be raised has its parents checked (wait_for).
+_CHECKING_PARENTS: ContextVar[bool] = ContextVar("cloudworker_checking_parents", default=False)
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
 
@@ -148,9 +156,14 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         if on_interval is not None and meta.get("status") in states.PROPAGATE_STATES:
             # Celery checks a result's parents on each interval and raises the first
             # failure up the chain (a chord's failed header task rather than the
-            # body's ChordError): once more now, since a parent's notice may have come
-            # with this one, so the caller gets the cause, as with Redis's backend.
-            on_interval()
+            # body's ChordError): once more now, reading S3 for a parent whose notice
+            # has not come yet (a failed chord part's notice follows the failures it
+            # causes: mark_as_failure), so the caller gets the cause, as with Redis.
+            token = _CHECKING_PARENTS.set(True)
+            try:
+                on_interval()
+            finally:
+                _CHECKING_PARENTS.reset(token)
         return meta
 
     def _wait_on_mailbox(
@@ -223,6 +236,10 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             if meta is None:
                 mailbox.poll(0)
                 meta = self._meta_from_mailbox(task_id)
+            if meta is None and _CHECKING_PARENTS.get():
+                meta = self._read_store(task_id)  # its notice may be held back
+                if meta["status"] not in states.READY_STATES:
+                    meta = None
             if meta is None:
                 body = mailbox.state_notice(task_id)
                 if body is not None:
@@ -297,8 +314,75 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             existing = store.get(key)
             if existing is not None:
                 record = existing.decode("utf-8")
-        self.services.notifier.send(reply_to, task_id, state, record)
+        held = _HELD.get()
+        if held is not None:
+            held[1].append((reply_to, task_id, state, record))
+        else:
+            self.services.notifier.send(reply_to, task_id, state, record)
         return result
+
+    def mark_as_failure(  # noqa: PLR0917 - Celery's signature
+        self,
+        task_id: str,
+        exc: BaseException,
+        traceback: str | None = None,
+        request: Any = None,
+        store_result: bool = True,
+        call_errbacks: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's, with a failed chord part's notice sent after what it causes.
+
+        The part's result is stored first (the join counts it), and its failure
+        propagates to the chord's body and the steps chained after it; only then
+        are the callers told, the last step first and the part itself last. A
+        caller raises on the first failure it sees among a result's parents
+        (Celery checks them as it waits), and then finds the steps after it failed
+        too, as it would with Redis, where all of this takes a few milliseconds.
+        Every result is in S3 before any notice goes.
+        """
+        if not (request is not None and getattr(request, "chord", None) and store_result):
+            super().mark_as_failure(
+                task_id, exc, traceback, request, store_result, call_errbacks, state
+            )
+            return
+        held: list[tuple[Any, ...]] = []
+        token = _HELD.set((task_id, held))
+        try:
+            super().mark_as_failure(
+                task_id, exc, traceback, request, store_result, call_errbacks, state
+            )
+        finally:
+            _HELD.reset(token)
+            own = [notice for notice in held if notice[1] == task_id]
+            caused = [notice for notice in held if notice[1] != task_id]
+            for notice in [*reversed(caused), *own]:
+                self.services.notifier.send(*notice)
+
+    def _fail_chain(
+        self,
+        chain: Any,
+        exc: BaseException,
+        traceback: str | None = None,
+        store_result: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's, plus the members of a group chained after the failed task.
+
+        ``add.s() | fail.s() | group(a, b)``: the group is never applied, and the
+        caller's ``GroupResult`` waits on its members, so each is marked failed
+        (Celery marks only the group's own id, and Redis hangs: celery#6437).
+        """
+        super()._fail_chain(chain, exc, traceback, store_result, state)
+        if not (store_result and state in states.PROPAGATE_STATES):
+            return
+        for element in _group_members_chained(chain):
+            context = Context(element)
+            context.update(context.options)
+            context.id = context.options.get("task_id")
+            context.group = context.options.get("group_id")
+            if context.id is not None:
+                self.store_result(context.id, exc, state, traceback=traceback, request=context)
 
     # -- chords and groups (tasks/chords.py) ---------------------------------------------------
 
@@ -324,7 +408,8 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.chords.add(chord_id, result.id)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        self.chords.part_returned(request)
+        failed = state in states.PROPAGATE_STATES and isinstance(result, BaseException)
+        self.chords.part_returned(request, result if failed else None)
 
     def _save_group(self, group_id: str, result: Any) -> Any:
         self.services.store().put(
@@ -349,6 +434,24 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
 
     def _forget(self, task_id: str) -> None:
         self.services.store().delete(result_key(task_id))
+
+
+def _group_members_chained(chain: Any) -> list[dict[str, Any]]:
+    """The member signatures of the groups in a request's ``chain``.
+
+    (Celery unrolls a group nested in a group when it is built.)
+    """
+    try:
+        elements = list(chain)
+    except TypeError:
+        return []
+    return [
+        member
+        for element in elements
+        if isinstance(element, dict) and element.get("subtask_type") == "group"
+        for member in (element.get("kwargs") or {}).get("tasks") or ()
+        if isinstance(member, dict)
+    ]
 
 
 def _as_bytes(data: str | bytes) -> bytes:
