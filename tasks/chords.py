@@ -16,7 +16,14 @@ conditional writes and S3's strongly consistent listings:
   a conditional write of ``fired``, which only one writer can win, reads the
   header results (in parallel), and sends the body with them, in order; if one
   failed, the body fails with Celery's ``ChordError`` and its errbacks run;
-  then it deletes the ``done-`` objects.
+  then it deletes the ``done-`` objects;
+* a part that fails does not wait for the others: it claims the chord at once
+  and fails the body with ``ChordError("Dependency <its id> raised ...")``, so
+  the caller, and the steps chained after the chord, learn of the failure when
+  it happens, not when the slowest part ends (Celery's ``chord_unlock`` and
+  Redis's join wait for every part, then name the first failed part in header
+  order). The parts still running are counted as before; the one that completes
+  the count finds the chord fired and deletes the markers.
 
 A part that runs twice (a redelivery after a crash) writes the same
 ``done-<task id>`` again, so it is counted once. A part that crashed after
@@ -74,20 +81,26 @@ class ChordJoin:
         """``task.add_to_chord``: one more header task to wait for."""
         self._store().put(f"{chord_prefix(group_id)}{_EXTRA}{task_id}", b"")
 
-    def part_returned(self, request: Any) -> None:
+    def part_returned(self, request: Any, failure: BaseException | None = None) -> None:
         """A header task ended (its result is stored): count it; the last one fires.
 
-        Every step can be repeated (a PUT of the same marker, a listing, the
-        claim that recognises its own), so endpoint faults are retried as a whole.
+        ``failure``: the part failed (or was revoked) with it, so it fires the
+        body's failure now. Every step can be repeated (a PUT of the same marker,
+        a listing, the claim that recognises its own), so endpoint faults are
+        retried as a whole.
         """
         group_id, task_id = getattr(request, "group", None), getattr(request, "id", None)
         if not group_id or not task_id:
             return
-        self.backend._ensure_retryable(self._count, request, group_id, task_id)
+        self.backend._ensure_retryable(self._count, request, group_id, task_id, failure)
 
-    def _count(self, request: Any, group_id: str, task_id: str) -> None:
+    def _count(
+        self, request: Any, group_id: str, task_id: str, failure: BaseException | None
+    ) -> None:
         store, prefix = self._store(), chord_prefix(group_id)
         store.put(f"{prefix}{_DONE}{task_id}", b"")
+        if failure is not None and self._claim(prefix, task_id):
+            self._fail(group_id, request, f"Dependency {task_id} raised {failure!r}", failure)
         names = [listed.key[len(prefix) :] for listed in store.list(prefix)]
         expected = _expected(names, request)
         done = sum(name.startswith(_DONE) for name in names)
@@ -95,9 +108,10 @@ class ChordJoin:
             return
         if done > expected:
             log.warning("chord %s: %d parts reported, %d expected", group_id, done, expected)
-        if not self._claim(prefix, task_id):
-            return
-        self._fire(group_id, request)
+        if failure is None and self._claim(prefix, task_id):
+            self._fire(group_id, request)
+        # Every part has reported and the body was sent or failed (by this part, or
+        # by one that failed earlier): the markers have served.
         store.delete_many(prefix + name for name in names if name.startswith(_DONE))
 
     def _claim(self, prefix: str, task_id: str) -> bool:
@@ -124,10 +138,7 @@ class ChordJoin:
             culprit = _first_failed(header) if header is not None else None
             if culprit is not None:
                 reason = f"Dependency {culprit} raised {exc!r}"
-            log.error("chord %s: %s", group_id, reason)
-            backend.chord_error_from_stack(
-                callback, _create_chord_error_with_cause(message=reason, original_exc=exc)
-            )
+            self._fail(group_id, request, reason, exc)
             return
         try:
             app.amqp._retry_publish(callback.delay, values)
@@ -139,6 +150,14 @@ class ChordJoin:
                     message=f"Callback error: {exc!r}", original_exc=exc
                 ),
             )
+
+    def _fail(self, group_id: str, request: Any, reason: str, cause: BaseException) -> None:
+        """The body fails with Celery's ``ChordError`` (its errbacks run, its chain fails)."""
+        log.error("chord %s: %s", group_id, reason)
+        callback = maybe_signature(request.chord, app=self.backend.app)
+        self.backend.chord_error_from_stack(
+            callback, _create_chord_error_with_cause(message=reason, original_exc=cause)
+        )
 
     def _prefetch(self, header: ResultSet) -> None:
         """Read every header result at once, so the join that follows reads none."""

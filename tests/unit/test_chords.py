@@ -29,6 +29,9 @@ class Recording(ChordJoin):
     def _fire(self, group_id: str, request: Any) -> None:
         self.fired.append(request.id)
 
+    def _fail(self, group_id: str, request: Any, reason: str, cause: BaseException) -> None:
+        self.fired.append(f"{request.id}: {reason}")
+
 
 def part(group_id: str, task_id: str | None = None) -> SimpleNamespace:
     return SimpleNamespace(
@@ -55,6 +58,24 @@ def test_only_the_last_part_fires_and_a_repeated_part_counts_once(
     assert not any("done-" in key for key in memory_store.objects)
     join.part_returned(third)
     assert join.fired == [third.id]
+
+
+def test_a_failed_part_fails_the_body_at_once_and_the_last_part_cleans_up(
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id = str(uuid.uuid4())
+    join.set_size(group_id, 3)
+    first, second, third = part(group_id), part(group_id), part(group_id)
+    join.part_returned(first)
+    join.part_returned(second, ValueError("boom"))
+    assert join.fired == [f"{second.id}: Dependency {second.id} raised ValueError('boom')"]
+    join.part_returned(second, ValueError("boom"))  # redelivered: its claim, fired again
+    join.part_returned(third)  # completes the count: the chord has fired, nothing sent
+    assert len(join.fired) == 2 and third.id not in join.fired
+    assert not any("done-" in key for key in memory_store.objects)
 
 
 def test_a_part_whose_size_is_not_written_yet_does_not_fire(memory_app: CloudworkerCelery) -> None:
