@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from celery import Task
+from celery import Signature, Task, chord
 from celery.exceptions import Retry
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
@@ -80,6 +80,22 @@ class CloudworkerTask(Task):  # type: ignore[misc]
         self.admit(args or (), kwargs or {})
         return super().apply_async(args, kwargs, *more, **options)
 
+    def on_replace(self, sig: Any) -> Any:
+        """Celery's, with the replacement answering where the replaced task would have.
+
+        The replacement's last step takes the replaced task's id, and its caller
+        waits for that id in its own response queue; but Celery freezes the
+        replacement here, in the worker, so that step would answer to the worker's
+        queue and the caller would find the result in S3 only after a whole long
+        poll without news (``wait_seconds``).
+        """
+        reply_to, task_id = self.request.reply_to, self.request.id
+        if reply_to and task_id:
+            for node in _signatures(sig):
+                if node.options.get("task_id") == task_id:
+                    node.options["reply_to"] = reply_to
+        return super().on_replace(sig)
+
     def _resolve_canvas(self, consumed: list[PayloadRef], under: str) -> None:
         """Fetch the parts of the canvas (the rest of a chain, callbacks, a chord) that
         were too large to travel inline, before Celery reads them after the task."""
@@ -125,6 +141,20 @@ class CloudworkerTask(Task):  # type: ignore[misc]
                     services.claims.discard(consumed)
                 except Exception:  # noqa: BLE001 - the lifecycle rule is the fallback
                     log.warning("could not delete %d consumed payload(s)", len(consumed))
+
+
+def _signatures(sig: Any) -> Any:
+    """``sig`` and every signature inside it (chain steps, group members, chord parts)."""
+    yield sig
+    tasks = getattr(sig, "tasks", None)
+    if isinstance(tasks, Signature):  # a chord's header given as a group
+        tasks = [tasks]
+    for child in tasks if isinstance(tasks, (list, tuple)) else ():
+        if isinstance(child, Signature):
+            yield from _signatures(child)
+    body = sig.kwargs.get("body") if isinstance(sig, chord) else None
+    if isinstance(body, Signature):
+        yield from _signatures(body)
 
 
 def sendable(exc: EncodeError) -> CloudworkerError:
