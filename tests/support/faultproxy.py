@@ -182,6 +182,9 @@ class _Upstream(http.client.HTTPConnection):
 
     def connect(self) -> None:
         super().connect()
+        # http.client writes the headers and the body apart: without this, Nagle's algorithm
+        # holds the body until the endpoint's delayed ACK (up to 40 ms) for every request.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._proxy._connected()
 
 
@@ -248,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
     """One client connection: its requests, in turn, over one kept-alive upstream connection."""
 
     protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY: the answer's headers and body are written apart, and with Nagle's
+    #: algorithm the body would wait for the client's delayed ACK (up to 40 ms).
+    disable_nagle_algorithm = True
     server: _Server
     _upstream: http.client.HTTPConnection | None
 
