@@ -4,11 +4,14 @@ Order, and why:
 
 1. the pure-function benchmarks (``stats``, ``grayscale``) first, before any server or
    worker exists, so they have both cores to themselves;
-2. one moto server for everything else, with cloudworker's worker and then the stock
-   worker (never both: :class:`bench.stack.BenchStack`), each system's phases run by
-   client subprocesses (:mod:`bench.client` explains why).
+2. one local endpoint (ministack unless ``--endpoint moto``) with two counting proxies in
+   front of it, the workers' and the clients' (:class:`bench.stack.BenchStack`); then one
+   worker at a time, for each system and pool size, and with that worker every phase twice:
+   once with the proxies adding no latency (``none``) and once with the in-region AWS model
+   (``aws``, :mod:`bench.latency`). Each phase's client is a subprocess of its own
+   (:mod:`bench.client` explains why).
 
-``--quick`` is a smoke run (small N, one repetition) and ``--only NAME`` runs one benchmark;
+``--quick`` is a smoke run (small N, one pool size) and ``--only NAME`` runs one benchmark;
 both write to ``bench/.work/RESULTS.md`` unless ``--output`` says otherwise, so a partial run
 never overwrites the published figures. Logs of the last run stay in ``bench/.work/``.
 """
@@ -22,21 +25,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import report
+from bench import DEFAULT_ENDPOINT, report
 from bench.client import run_client
-from bench.requests import idle_rate
-from bench.stack import BenchStack
+from bench.stack import MONITORING_OFF, BenchStack, Worker
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = BENCH_DIR / ".work"
-BENCHMARKS = ("stats", "grayscale", "roundtrip", "throughput", "requests")
-STACK_BENCHMARKS = ("roundtrip", "throughput", "requests")
+BENCHMARKS = ("stats", "grayscale", "roundtrip", "throughput", "endtoend")
+STACK_BENCHMARKS = ("roundtrip", "throughput", "endtoend")
+PROFILES = ("none", "aws")
 #: The stock .get() interval reported for reference next to Celery's default (0.5 s).
 FAST_INTERVAL = 0.05
+#: The pool size of the round trip and end-to-end phases (the local stack's default).
+ROUNDTRIP_CONCURRENCY = 2
 CLIENT_TIMEOUT = 900.0
 
 
@@ -46,22 +52,22 @@ class Plan:
 
     latency_n: int
     throughput_n: int
-    throughput_runs: int
-    requests_n: int
-    idle_seconds: float
+    inflight: int
+    concurrencies: tuple[int, ...]
+    endtoend_n: int
     quick: bool
 
 
 FULL = Plan(
-    latency_n=60,
-    throughput_n=500,
-    throughput_runs=3,
-    requests_n=100,
-    idle_seconds=10.0,
+    latency_n=40,
+    throughput_n=600,
+    inflight=50,
+    concurrencies=(1, 2, 4),
+    endtoend_n=3,
     quick=False,
 )
 QUICK = Plan(
-    latency_n=10, throughput_n=60, throughput_runs=1, requests_n=30, idle_seconds=3.0, quick=True
+    latency_n=8, throughput_n=100, inflight=20, concurrencies=(2,), endtoend_n=1, quick=True
 )
 
 
@@ -84,66 +90,81 @@ def run_compute(name: str, plan: Plan, log: Progress) -> dict[str, Any]:
     return result
 
 
-def run_stack_phases(selected: list[str], plan: Plan, log: Progress) -> dict[str, Any]:
-    """The benchmarks that need moto and workers, one system after the other."""
-    results: dict[str, Any] = {"roundtrip": {}, "throughput": {}, "requests": {}}
-    stack = BenchStack(WORK_DIR)
+def workers(plan: Plan) -> list[Worker]:
+    """Every worker measured, cloudworker's first; the round-trip pool size first of each."""
+    sizes = sorted(plan.concurrencies, key=lambda c: c != ROUNDTRIP_CONCURRENCY)
+    found = [Worker("cloudworker", sizes[0]), Worker("cloudworker", sizes[0], MONITORING_OFF)]
+    found += [Worker("cloudworker", c) for c in sizes[1:]]
+    found += [Worker("stock", c) for c in sizes]
+    return found
+
+
+def worker_key(worker: Worker) -> str:
+    """``cloudworker-c2``, ``cloudworker-c2-off`` (monitoring off), ``stock-c4``."""
+    return f"{worker.system}-c{worker.concurrency}" + ("-off" if worker.env else "")
+
+
+def run_stack_phases(
+    selected: list[str], plan: Plan, endpoint: str, log: Progress
+) -> dict[str, Any]:
+    """The benchmarks that need the endpoint and workers, one worker after the other."""
+    results: dict[str, Any] = {
+        "roundtrip": {profile: {} for profile in PROFILES},
+        "throughput": {profile: {} for profile in PROFILES},
+        "endtoend": {},
+    }
+    stack = BenchStack(WORK_DIR, endpoint)
     try:
-        log(f"starting moto and cloudworker's worker in {WORK_DIR}")
+        log(f"starting {endpoint} and the two proxies in {WORK_DIR}")
         stack.up()
-        for system in ("cloudworker", "stock"):
-            log(f"{system}: switching to its worker")
-            stack.use(system)
-            log(f"{system}: worker ready, task queue empty")
-            variants: list[float | None] = (
-                [None] if system == "cloudworker" else [None, FAST_INTERVAL]
-            )
+        controls = stack.proxy_controls()
+        proxy_args = [arg for side, url in controls.items() for arg in ("--proxy", f"{side}={url}")]
+        for worker in workers(plan):
+            log(f"{worker.label}: switching to its worker")
+            stack.use(worker)
+            log(f"{worker.label}: worker ready, task queue empty")
             env = stack.process_env
-            if "roundtrip" in selected:
-                for interval in variants:
-                    log(f"roundtrip: {system} {_label(interval)}, N={plan.latency_n}")
-                    args = ["--system", system, "--n", str(plan.latency_n), *_interval(interval)]
-                    results["roundtrip"][_key(system, interval)] = run_client(
-                        "roundtrip", args, env, CLIENT_TIMEOUT
+            key = worker_key(worker)
+            for profile in PROFILES:
+                stack.set_latency(profile)
+                if "roundtrip" in selected and worker.concurrency == ROUNDTRIP_CONCURRENCY:
+                    variants: list[float | None] = (
+                        [None] if worker.system == "cloudworker" else [None, FAST_INTERVAL]
                     )
-            if "throughput" in selected:
-                for interval in variants:
-                    runs = []
-                    for index in range(plan.throughput_runs):
-                        stack.drain(system)
-                        log(
-                            f"throughput: {system} {_label(interval)}, {plan.throughput_n} tasks, "
-                            f"run {index + 1}/{plan.throughput_runs}"
+                    for interval in variants:
+                        name = key + ("" if interval is None else f"@{interval}")
+                        log(f"roundtrip [{profile}]: {name}, N={plan.latency_n}")
+                        args = ["--system", worker.system, "--n", str(plan.latency_n)]
+                        args += [*_interval(interval), *proxy_args]
+                        stack.drain(worker.system)
+                        results["roundtrip"][profile][name] = run_client(
+                            "roundtrip", args, env, CLIENT_TIMEOUT
                         )
-                        args = ["--system", system, "--n", str(plan.throughput_n)]
-                        for name, pgid in stack.process_groups(system).items():
-                            args += ["--watch", f"{name}={pgid}"]
-                        runs.append(
-                            run_client(
-                                "throughput", [*args, *_interval(interval)], env, CLIENT_TIMEOUT
-                            )
-                        )
-                    results["throughput"][_key(system, interval)] = runs
-            if "requests" in selected:
-                stack.drain(system)
-                log(
-                    f"requests: idle rate of moto with {system}'s worker, {plan.idle_seconds:.0f} s"
-                )
-                idle = idle_rate(stack.moto_log, plan.idle_seconds)
-                for interval in variants:
-                    log(f"requests: {system} {_label(interval)}, {plan.requests_n} tasks")
-                    args = ["--system", system, "--n", str(plan.requests_n), *_interval(interval)]
-                    args += ["--moto-log", str(stack.moto_log)]
-                    run = run_client("throughput", args, env, CLIENT_TIMEOUT)
-                    run["idle_rate"] = idle
-                    results["requests"][_key(system, interval)] = run
-        results["logs"] = report.log_findings(
-            {
-                "cloudworker worker": stack.worker_log("cloudworker"),
-                "stock worker": stack.worker_log("stock"),
-            },
-            stack.moto_log,
-        )
+                if "throughput" in selected:
+                    stack.drain(worker.system)
+                    log(
+                        f"throughput [{profile}]: {key}, {plan.throughput_n} tasks, "
+                        f"{plan.inflight} in flight"
+                    )
+                    args = ["--system", worker.system, "--n", str(plan.throughput_n)]
+                    args += ["--inflight", str(plan.inflight), *proxy_args]
+                    for name, pgid in stack.process_groups().items():
+                        args += ["--watch", f"{name}={pgid}"]
+                    results["throughput"][profile][key] = run_client(
+                        "throughput", args, env, CLIENT_TIMEOUT
+                    )
+                if "endtoend" in selected and worker == Worker(
+                    "cloudworker", ROUNDTRIP_CONCURRENCY
+                ):
+                    stack.drain(worker.system)
+                    log(
+                        f"endtoend [{profile}]: compute_stats 1M ints, grayscale 12 MP, "
+                        f"N={plan.endtoend_n}"
+                    )
+                    args = ["--n", str(plan.endtoend_n), *proxy_args]
+                    results["endtoend"][profile] = run_client("endtoend", args, env, CLIENT_TIMEOUT)
+            stack.set_latency("none")
+        results["logs"] = report.log_findings(stack.worker_logs(), stack.endpoint_log)
     finally:
         stopped = stack.down()
         log(f"stopped {', '.join(stopped) or 'nothing'}")
@@ -172,14 +193,6 @@ def code_version() -> str:
     return f"commit `{commit}` plus uncommitted changes to {len(changed)} file(s) outside `bench/`"
 
 
-def _key(system: str, interval: float | None) -> str:
-    return system if interval is None else f"{system}@{interval}"
-
-
-def _label(interval: float | None) -> str:
-    return "default get()" if interval is None else f"get(interval={interval})"
-
-
 def _interval(interval: float | None) -> list[str]:
     return [] if interval is None else ["--interval", str(interval)]
 
@@ -194,15 +207,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: small N, one repetition")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only this one")
     parser.add_argument("--output", type=Path, default=None, help="where to write the report")
+    parser.add_argument(
+        "--endpoint",
+        choices=("ministack", "moto"),
+        default=os.environ.get("CLOUDWORKER_LOCAL_ENDPOINT") or DEFAULT_ENDPOINT,
+        help="the local AWS endpoint (default: ministack, or CLOUDWORKER_LOCAL_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="only write the report again from a run's raw numbers (bench/.work/results.json)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if args.render is not None:
+        return rerender(args.render, args.output)
 
     plan = QUICK if args.quick else FULL
     selected = list(args.only or BENCHMARKS)
     partial = plan.quick or args.only is not None
     output = args.output or (WORK_DIR / "RESULTS.md" if partial else BENCH_DIR / "RESULTS.md")
     log = Progress()
-    context = {"load_before": os.getloadavg()[0], "code": code_version()}
+    context = {
+        "load_before": os.getloadavg()[0],
+        "code": code_version(),
+        "endpoint": args.endpoint,
+    }
     log(f"benchmarks: {', '.join(selected)}{' (quick)' if plan.quick else ''}")
 
     results: dict[str, Any] = {}
@@ -210,23 +242,34 @@ def main(argv: list[str] | None = None) -> int:
         if name in selected:
             results[name] = run_compute(name, plan, log)
     if any(name in selected for name in STACK_BENCHMARKS):
-        results.update(run_stack_phases(selected, plan, log))
+        results.update(run_stack_phases(selected, plan, args.endpoint, log))
 
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    context = {**context, "load_after": os.getloadavg()[0]}
-    text = report.render(
-        results,
-        plan=plan,
-        selected=selected,
-        argv=argv_text,
-        seconds=time.monotonic() - log.started,
-        context=context,
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    results["run"] = {
+        "argv": " ".join(sys.argv[1:] if argv is None else argv),
+        "selected": selected,
+        "plan": asdict(plan),
+        "seconds": time.monotonic() - log.started,
+        "context": {**context, "load_after": os.getloadavg()[0]},
+        "finished": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
     WORK_DIR.mkdir(exist_ok=True)
-    (WORK_DIR / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    log(f"wrote {output} (raw numbers in {WORK_DIR / 'results.json'})")
+    raw = WORK_DIR / "results.json"
+    raw.write_text(json.dumps(results, indent=1, default=str))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report.render(results))
+    log(f"wrote {output} (raw numbers in {raw})")
+    print(report.summary_text(results), flush=True)
+    return 0
+
+
+def rerender(raw: Path, output: Path | None) -> int:
+    """Write the report of a finished run again, from its raw numbers."""
+    results = json.loads(raw.read_text())
+    run = results["run"]
+    partial = run["plan"]["quick"] or set(run["selected"]) != set(BENCHMARKS)
+    output = output or (WORK_DIR / "RESULTS.md" if partial else BENCH_DIR / "RESULTS.md")
+    output.write_text(report.render(results))
+    print(f"wrote {output}")
     print(report.summary_text(results), flush=True)
     return 0
 

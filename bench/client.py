@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SYSTEMS", "Client", "emit", "make_client", "payloads", "run_client"]
+__all__ = [
+    "SYSTEMS",
+    "Client",
+    "emit",
+    "make_client",
+    "parse_pairs",
+    "payloads",
+    "proxy_counts",
+    "request_delta",
+    "run_client",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("cloudworker", "stock")
@@ -96,6 +106,28 @@ def check_result(result: Any, numbers: list[int]) -> None:
         raise AssertionError(f"unexpected result {result!r:.200}")
     if result.get("min") != min(numbers) or result.get("max") != max(numbers):
         raise AssertionError(f"wrong statistics {result!r:.200}")
+
+
+def parse_pairs(items: list[str]) -> dict[str, str]:
+    """``["a=1", "b=2"]`` (repeated ``--watch``/``--proxy`` options) as a dict."""
+    pairs = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        pairs[name] = value
+    return pairs
+
+
+def proxy_counts(controls: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Each proxy's request counts so far, by operation (``side -> {operation: n}``)."""
+    from bench.proxy import counts_at
+
+    return {side: dict(counts_at(url)["operations"]) for side, url in controls.items()}
+
+
+def request_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """The requests counted between two snapshots, by operation (zeros left out)."""
+    delta = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    return {op: n for op, n in sorted(delta.items()) if n}
 
 
 def emit(result: Mapping[str, Any]) -> None:

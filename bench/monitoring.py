@@ -3,7 +3,8 @@
 Three local stacks in turn, each with one worker (``-c 2``): monitoring off
 (``CLOUDWORKER_EVENTS=false``, ``CLOUDWORKER_REMOTE_CONTROL=false``), on, and on
 with Flower receiving the events. Every process of the stack (worker, Flower,
-this client) talks to moto through a counting proxy (:mod:`tests.support.faultproxy`,
+this client) talks to the endpoint (ministack unless ``CLOUDWORKER_LOCAL_ENDPOINT`` says
+otherwise) through a counting proxy (:mod:`tests.support.faultproxy`,
 with no fault set), which tells SQS from SNS requests and names each
 operation. Requests are counted while the stack idles and while it answers a
 batch of ``compute_stats`` tasks; the differences to "off" are what monitoring
@@ -26,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import use_endpoint
 from config import Settings
 from deploy import local
 from tasks.application import create_app
@@ -125,10 +127,12 @@ def _scrape(stack: local.Stack, port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.monitoring")
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
+    # 60 s: two heartbeats (30 s) and three long polls (20 s) of each poller per window.
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
     parser.add_argument("--print", action="store_true", help="print instead of appending")
     parser.add_argument("--only", choices=list(MODES), help="measure one setting and print it")
     args = parser.parse_args(argv)
+    endpoint = use_endpoint()
     if args.only:
         measured = measure(args.only, args.tasks, args.idle)
         for op in sorted(set(measured.idle_per_hour) | set(measured.per_task)):
@@ -160,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     section = "\n".join(
         [
             "",
-            "## 6. What monitoring costs (`python -m bench.monitoring`)",
+            "## 9. What monitoring costs (`python -m bench.monitoring`)",
             "",
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; a fresh local stack per "
             f"row, one worker `-c 2`, heartbeat every {Settings().event_heartbeat:.0f} s, long "
             f"polls of {Settings().wait_seconds} s. Every request of the worker, Flower and the "
-            f"client counted by operation at a proxy in front of moto, over {args.idle:.0f} s "
+            f"client counted by operation at a proxy in front of "
+            f"{endpoint} (no latency model), over {args.idle:.0f} s "
             f"idle (scaled to an hour) and over {args.tasks} `compute_stats` tasks sent in a "
             "batch. In brackets: the difference to monitoring off.",
             "",

@@ -1,12 +1,20 @@
-"""The benchmark's stack: one moto server, and exactly one system's worker at a time.
+"""The benchmark's stack: one local endpoint, two counting proxies, one worker at a time.
 
-Why one worker at a time: moto is a single Python process on a 2-core machine, so an idle
-worker of the other system would still take CPU (and long polls) from the one measured.
-Switching stops the other worker, starts this one, waits until it consumes, then waits for
-this system's task queue to be empty so a phase never inherits the previous one's work.
+* The endpoint is ministack by default (``CLOUDWORKER_LOCAL_ENDPOINT``, or ``--endpoint``),
+  started and provisioned by :func:`deploy.local.up`, the code behind ``make up``.
+* Two :class:`bench.proxy.ProxyProcess` in front of it: the workers' (their
+  ``AWS_ENDPOINT_URL``) and the clients' (:attr:`BenchStack.process_env`). Each counts the
+  requests it forwards by operation and adds the latency model the run asks for
+  (:meth:`BenchStack.set_latency`), so the requests of a run are counted at the proxies,
+  apart for the client and the workers, on any endpoint.
+* Exactly one worker runs, the one of the system and concurrency being measured: on a
+  2-core machine an idle worker of the other system would still take CPU and long polls.
+  Switching stops the other, starts this one, waits until it consumes, then waits for its
+  task queue to be empty so a phase never inherits the previous one's work.
 
-The processes are started with :mod:`deploy.local`'s helpers, so they are the same ones
-``make up`` runs; :meth:`BenchStack.down` stops everything started, also after an error.
+The stack's own requests (draining, readiness) go straight to the endpoint, not through a
+proxy, so they are never counted. :meth:`BenchStack.down` stops everything started, also
+after an error.
 """
 
 from __future__ import annotations
@@ -15,66 +23,134 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
+from bench import DEFAULT_ENDPOINT, use_endpoint
+from bench.proxy import ProxyProcess
 from bench.stock_app import QUEUE_NAME as STOCK_QUEUE
 from bench.stock_app import READY_MARK as STOCK_READY
 from config import Settings
 from deploy import local
 
-__all__ = ["BenchStack"]
+__all__ = ["DEFAULT_ENDPOINT", "BenchStack", "Worker"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUDWORKER_WORKER = "worker1"
 STOCK_WORKER = "stock-worker"
-CONCURRENCY = 2
-STOCK_COMMAND = [
-    sys.executable, "-m", "celery", "-A", "bench.stock_app", "worker",
-    "-c", str(CONCURRENCY), "-P", "prefork", "-l", "WARNING",
-]  # fmt: skip
+#: Seconds an idle worker gets to stop before it is killed (its task queue is empty).
+STOP_GRACE = 3.0
+#: Monitoring off, as ``bench.monitoring`` names it.
+MONITORING_OFF = {"CLOUDWORKER_EVENTS": "false", "CLOUDWORKER_REMOTE_CONTROL": "false"}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Which worker runs: its system, its pool size and any settings of its own."""
+
+    system: str
+    concurrency: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return CLOUDWORKER_WORKER if self.system == "cloudworker" else STOCK_WORKER
+
+    @property
+    def label(self) -> str:
+        extra = ", monitoring off" if self.env == MONITORING_OFF else ""
+        return f"{self.system} -c {self.concurrency}{extra}"
+
+    def command(self) -> list[str]:
+        if self.system == "cloudworker":
+            return local.worker_command(CLOUDWORKER_WORKER, self.concurrency)
+        return [
+            sys.executable, "-m", "celery", "-A", "bench.stock_app", "worker",
+            "-c", str(self.concurrency), "-P", "prefork", "-l", "WARNING",
+        ]  # fmt: skip
+
+    @property
+    def ready_mark(self) -> str:
+        return local.READY_MARK if self.system == "cloudworker" else STOCK_READY
 
 
 class BenchStack:
-    """moto plus the worker of the system being measured."""
+    """The endpoint, the two proxies, and the worker being measured."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, endpoint: str = DEFAULT_ENDPOINT) -> None:
         self.stack = local.Stack(run_dir)
         if run_dir.exists():
             # A previous run that was killed hard may have left its processes behind.
             local.down(self.stack)
-            shutil.rmtree(run_dir)  # its logs: counting needs a fresh moto.log
+            shutil.rmtree(run_dir)
+        self.endpoint = endpoint
         self.env: dict[str, str] = {}
-        self.active: str | None = None
+        self.active: Worker | None = None
+        self.worker_proxy: ProxyProcess | None = None
+        self.client_proxy: ProxyProcess | None = None
+        self.logs_seen: dict[str, str] = {}
 
     @property
-    def moto_log(self) -> Path:
+    def endpoint_log(self) -> Path:
         return self.stack.log_file(local.ENDPOINT_PROCESS)
 
     @property
     def process_env(self) -> dict[str, str]:
-        """What every process of the run gets: this environment plus the stack's."""
-        return {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        """A client's environment: the stack's, with the endpoint behind the client proxy."""
+        assert self.client_proxy is not None
+        return {
+            **os.environ,
+            **self.env,
+            "AWS_ENDPOINT_URL": self.client_proxy.url,
+            "PYTHONPATH": str(ROOT),
+        }
 
     def up(self) -> None:
-        """Start moto, provision cloudworker's queues and bucket, start cloudworker's worker."""
-        self.env = local.up(self.stack, workers=1, concurrency=CONCURRENCY, flower=False)
-        self.active = "cloudworker"
+        """Start the endpoint, provision cloudworker's queues and bucket, start the proxies."""
+        use_endpoint(self.endpoint)  # deploy.local reads it from os.environ
+        self.env = local.up(self.stack, workers=0, flower=False)
+        base = {**os.environ, "PYTHONPATH": str(ROOT)}
+        upstream = self.env["AWS_ENDPOINT_URL"]
+        self.worker_proxy = ProxyProcess(self.stack, "proxy-workers", upstream, seed=1)
+        self.client_proxy = ProxyProcess(self.stack, "proxy-client", upstream, seed=2)
+        self.worker_proxy.start(base)
+        self.client_proxy.start(base)
 
-    def use(self, system: str) -> None:
-        """Make ``system``'s worker the only one running, ready, with an empty task queue."""
-        if self.active != system:
-            other = STOCK_WORKER if system == "cloudworker" else CLOUDWORKER_WORKER
-            local.stop_process(self.stack, other)
-            name, command, mark = self._worker(system)
-            offset = local.log_size(self.stack, name)
-            local.start_process(self.stack, name, command, self.process_env)
-            local.wait_for_log(self.stack, name, offset, mark, timeout=60.0)
-            self.active = system
-        self.drain(system)
+    def set_latency(self, profile: str) -> None:
+        """The latency model both proxies add from now on (``none``, ``aws``)."""
+        for proxy in self._proxies():
+            proxy.set_latency(profile)
+
+    def proxy_controls(self) -> dict[str, str]:
+        """The control URLs of the proxies, by whose requests they forward."""
+        assert self.worker_proxy is not None and self.client_proxy is not None
+        return {"worker": self.worker_proxy.control, "client": self.client_proxy.control}
+
+    def use(self, worker: Worker) -> None:
+        """Make ``worker`` the only one running, ready, with an empty task queue."""
+        assert self.worker_proxy is not None
+        if self.active != worker:
+            if self.active is not None:
+                self._keep_log(self.active)
+                # Idle, its queue drained: nothing to wait for but its long polls.
+                local.stop_process(self.stack, self.active.name, grace=STOP_GRACE)
+            env = {
+                **os.environ,
+                **self.env,
+                **worker.env,
+                "AWS_ENDPOINT_URL": self.worker_proxy.url,
+                "PYTHONPATH": str(ROOT),
+            }
+            offset = local.log_size(self.stack, worker.name)
+            local.start_process(self.stack, worker.name, worker.command(), env)
+            local.wait_for_log(self.stack, worker.name, offset, worker.ready_mark, timeout=90.0)
+            self.active = worker
+        self.drain(worker.system)
 
     def drain(self, system: str, timeout: float = 180.0) -> None:
         """Wait until the system's task queue holds no message, visible or in flight."""
@@ -93,30 +169,44 @@ class BenchStack:
             )["Attributes"]
             if all(int(value) == 0 for value in attributes.values()):
                 return
-            time.sleep(0.5)
+            time.sleep(0.3)
         raise RuntimeError(f"the {system} task queue did not drain in {timeout:.0f} s")
 
-    def process_groups(self, system: str) -> dict[str, int]:
-        """moto's and ``system``'s worker's process group ids (each leads its session)."""
-        name = CLOUDWORKER_WORKER if system == "cloudworker" else STOCK_WORKER
-        groups = {"moto": self.stack.pid(local.ENDPOINT_PROCESS), "worker": self.stack.pid(name)}
+    def process_groups(self) -> dict[str, int]:
+        """Process group ids of the endpoint, the proxies and the active worker.
+
+        Each was started in a session of its own, so its pid is its process group id.
+        """
+        names = {
+            "endpoint": local.ENDPOINT_PROCESS,
+            "proxy-workers": "proxy-workers",
+            "proxy-client": "proxy-client",
+        }
+        if self.active is not None:
+            names["worker"] = self.active.name
+        groups = {key: self.stack.pid(name) for key, name in names.items()}
         return {key: pid for key, pid in groups.items() if pid is not None}
 
-    def worker_log(self, system: str) -> str:
-        name = CLOUDWORKER_WORKER if system == "cloudworker" else STOCK_WORKER
-        path = self.stack.log_file(name)
-        return path.read_text(errors="replace") if path.exists() else ""
+    def worker_logs(self) -> dict[str, str]:
+        """The text of every worker log of the run (cloudworker's and stock's)."""
+        if self.active is not None:
+            self._keep_log(self.active)
+        return dict(self.logs_seen)
 
     def down(self) -> list[str]:
-        """Stop every process of the run (workers first, then moto)."""
+        """Stop every process of the run (workers first, then proxies, then the endpoint)."""
+        if self.active is not None:
+            self._keep_log(self.active)
         self.active = None
         return local.down(self.stack)
 
-    def _worker(self, system: str) -> tuple[str, list[str], str]:
-        if system == "cloudworker":
-            command = local.worker_command(CLOUDWORKER_WORKER, CONCURRENCY)
-            return CLOUDWORKER_WORKER, command, " ready."
-        return STOCK_WORKER, STOCK_COMMAND, STOCK_READY
+    def _proxies(self) -> list[ProxyProcess]:
+        return [proxy for proxy in (self.worker_proxy, self.client_proxy) if proxy is not None]
+
+    def _keep_log(self, worker: Worker) -> None:
+        path = self.stack.log_file(worker.name)
+        if path.exists():
+            self.logs_seen[worker.system] = path.read_text(errors="replace")
 
     def _queue_url(self, system: str) -> str | None:
         if system == "cloudworker":

@@ -1,27 +1,47 @@
-"""Throughput: publish N ``compute_stats`` calls, then wait for each result in order.
+"""Steady-state throughput: N ``compute_stats`` calls with a bounded number in flight.
 
-tasks/s = N / (time from the first ``.delay()`` to the last result). One untimed warm-up
-call comes first, as for latency, so client start-up is not charged to the run.
+The client keeps ``--inflight`` tasks outstanding: it sends that many, then waits for the
+oldest result and sends the next task as each result comes back, until N results are in.
+So the task queue never holds more than ``--inflight`` messages and the endpoint works at a
+small queue depth, as a steady stream of work would keep it (a run that queues everything
+first measures how the endpoint copes with a deep queue instead).
 
-With ``--moto-log`` the run also counts AWS requests (the "requests per task" benchmark):
-client-side calls by operation through botocore hooks installed before any client exists,
-and every request moto answered in the window (see :mod:`bench.requests`). The window ends
-``--settle`` seconds after the last result, so the worker's trailing requests (the ack after
-the result is stored) fall inside it; the idle correction is applied by the orchestrator.
+What is reported:
 
-    python -m bench.throughput --system stock --n 500 [--interval 0.05] [--moto-log PATH]
+* tasks/s over the steady part of the run: from the ``inflight``-th result to the
+  ``(N - inflight)``-th, so the fill at the start and the drain at the end are left out;
+* CPU per task over the whole run (first send to last result): this client's own
+  (``time.process_time``, all its threads) and each watched process group's (``--watch``:
+  the endpoint, the worker with its pool, the two proxies; from ``/proc``, :mod:`bench.cpu`);
+* AWS requests over the whole run, by operation, as the proxies counted them (``--proxy``:
+  the client's and the workers'), read again ``--settle`` seconds after the last result so
+  the worker's trailing requests (the acknowledgement after the result is stored) are in.
+
+One untimed warm-up call comes first, so client start-up is not charged to the run.
+
+    python -m bench.throughput --system cloudworker --n 600 --inflight 50 \\
+        --watch worker=PGID --proxy client=http://127.0.0.1:C1 --proxy worker=...
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+from collections import Counter, deque
 from typing import Any
 
-from bench.client import SYSTEMS, check_result, emit, make_client, payloads, progress
+from bench.client import (
+    SYSTEMS,
+    check_result,
+    emit,
+    make_client,
+    parse_pairs,
+    payloads,
+    progress,
+    proxy_counts,
+    request_delta,
+)
 from bench.cpu import snapshot
-from bench.requests import count_log_requests, install_client_counter, log_offset
 
 __all__ = ["measure_throughput"]
 
@@ -29,53 +49,73 @@ __all__ = ["measure_throughput"]
 def measure_throughput(
     system: str,
     n: int,
-    interval: float | None,
+    inflight: int,
+    interval: float | None = None,
     *,
-    moto_log: Path | None = None,
-    settle: float = 2.0,
+    settle: float = 1.0,
     watch: dict[str, int] | None = None,
+    proxies: dict[str, str] | None = None,
     seed: int = 2,
 ) -> dict[str, Any]:
-    """Publish ``n`` tasks, collect their results; optionally count the requests it took.
-
-    ``watch`` names process groups (moto, the worker) whose CPU seconds during the timed
-    window are reported, with this client's own, to show which process bounds the run.
-    """
-    watch = watch or {}
-    counter = install_client_counter() if moto_log is not None else None
+    """Run ``n`` tasks keeping ``inflight`` outstanding; rate, CPU and requests per task."""
+    watch, proxies = watch or {}, proxies or {}
+    inflight = max(1, min(inflight, n))
     client = make_client(system, interval)
     try:
         inputs = payloads(n + 1, seed)
         check_result(client.get(client.delay(inputs[0])), inputs[0])  # warm-up
-        if counter is not None:
-            counter.reset()
-        start_offset = log_offset(moto_log) if moto_log is not None else 0
+        steady_from, steady_to = inflight, max(inflight + 1, n - inflight)
+        marks: dict[int, float] = {}
 
+        counts_before = proxy_counts(proxies)
         cpu_before = {**snapshot(watch), "client": time.process_time()}
         started = time.perf_counter()
-        pending = [client.delay(numbers) for numbers in inputs[1:]]
-        published = time.perf_counter()
-        for result, numbers in zip(pending, inputs[1:], strict=True):
+        todo = iter(inputs[1:])
+        pending: deque[tuple[Any, list[int]]] = deque()
+        for numbers in todo:
+            pending.append((client.delay(numbers), numbers))
+            if len(pending) >= inflight:
+                break
+        done = 0
+        while pending:
+            result, numbers = pending.popleft()
             check_result(client.get(result), numbers)
+            done += 1
+            if done in (steady_from, steady_to):
+                marks[done] = time.perf_counter()
+            following = next(todo, None)
+            if following is not None:
+                pending.append((client.delay(following), following))
         finished = time.perf_counter()
         cpu_after = {**snapshot(watch), "client": time.process_time()}
+        time.sleep(settle)
+        counts_after = proxy_counts(proxies)
 
+        steady_seconds = marks[steady_to] - marks[steady_from]
         report: dict[str, Any] = {
             "system": system,
             "interval": interval,
             "n": n,
+            "inflight": inflight,
             "json_encoder": client.json_encoder,
             "seconds": finished - started,
-            "publish_seconds": published - started,
-            "tasks_per_s": n / (finished - started),
+            "tasks_per_s_overall": n / (finished - started),
+            "steady_tasks": steady_to - steady_from,
+            "steady_seconds": steady_seconds,
+            "tasks_per_s": (steady_to - steady_from) / steady_seconds,
             "cpu_seconds": {name: cpu_after[name] - cpu_before[name] for name in cpu_before},
+            "requests": {
+                side: dict(request_delta(counts_before[side], counts_after[side]))
+                for side in proxies
+            },
         }
-        if counter is not None and moto_log is not None:
-            time.sleep(settle)
-            report["client"] = counter.snapshot()
-            report["server_requests"] = count_log_requests(moto_log, start_offset)
-            report["window_seconds"] = time.perf_counter() - started
-        progress(f"{system} (interval={interval}): {report['tasks_per_s']:.1f} tasks/s")
+        total: Counter[str] = Counter()
+        for by_operation in report["requests"].values():
+            total.update(by_operation)
+        progress(
+            f"{system} (inflight={inflight}): {report['tasks_per_s']:.1f} tasks/s steady, "
+            f"{sum(total.values()) / n:.2f} requests/task"
+        )
         return report
     finally:
         client.close()
@@ -84,23 +124,26 @@ def measure_throughput(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=SYSTEMS, required=True)
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--inflight", type=int, default=50)
     parser.add_argument("--interval", type=float, default=None, help="stock .get() interval")
-    parser.add_argument("--moto-log", type=Path, default=None, help="count requests in this log")
-    parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--settle", type=float, default=1.0)
     parser.add_argument(
         "--watch", action="append", default=[], metavar="NAME=PGID", help="report its CPU"
     )
+    parser.add_argument(
+        "--proxy", action="append", default=[], metavar="SIDE=URL", help="a proxy's control URL"
+    )
     args = parser.parse_args()
-    watch = {name: int(pgid) for name, _, pgid in (item.partition("=") for item in args.watch)}
     emit(
         measure_throughput(
             args.system,
             args.n,
+            args.inflight,
             args.interval,
-            moto_log=args.moto_log,
             settle=args.settle,
-            watch=watch,
+            watch={name: int(pgid) for name, pgid in parse_pairs(args.watch).items()},
+            proxies=parse_pairs(args.proxy),
         )
     )
 
