@@ -32,7 +32,7 @@ venv: $(RUNTIME_STAMP)
 ## virtual environment of its own: it pins an older botocore than the project's.
 MINISTACK_VENV  := .venv-ministack
 MINISTACK_STAMP := $(MINISTACK_VENV)/.installed
-$(MINISTACK_STAMP): deploy/ministack-requirements.txt
+$(MINISTACK_STAMP): deploy/ministack-requirements.txt | $(PY)
 	@rm -rf $(MINISTACK_VENV)
 	$(PYTHON) -m venv $(MINISTACK_VENV)
 	$(MINISTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/ministack-requirements.txt
@@ -61,16 +61,19 @@ demo: $(RUNTIME_STAMP) $(if $(filter ministack,$(CLOUDWORKER_LOCAL_ENDPOINT)),mi
 	 exit $$status
 
 ## The whole suite: lint and types, then unit and integration tests (which start
-## their own endpoint, workers and Flower, and stop them).
-test: $(DEV_STAMP) browser prometheus check
+## their own endpoint, workers and Flower, and stop them), then Celery 5.7.0's own
+## integration tests against cloudworker, on ministack (see celery-suite below).
+test: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus check
 	$(PY) -m pytest
+	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite
 
 ## Celery 5.7.0's own integration tests (t/integration, fetched from the pinned sdist
 ## into .cache/) against cloudworker on a local stack of their own; the tests that do
-## not apply are listed in tests/celery_suite/excluded.txt with their reasons. Not yet
-## part of `make test`: it does not pass yet (issue #15).
-celery-suite: $(DEV_STAMP)
-	$(PY) -m tests.celery_suite
+## not apply are listed in tests/celery_suite/excluded.txt with their reasons. On
+## ministack: a 1,000-task group must finish within the suite's 60 s, which moto's
+## SQS, slowing as the queue deepens, does not allow on this machine.
+celery-suite: $(DEV_STAMP) $(MINISTACK_STAMP)
+	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite
 
 ## The browser test drives Debian's chromium through chromedriver: installed if missing.
 browser:
