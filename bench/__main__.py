@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import DEFAULT_ENDPOINT, report
+from bench import DEFAULT_ENDPOINT, MINISTACK_TICK, report
 from bench.client import run_client
 from bench.stack import MONITORING_OFF, BenchStack, Worker
 
@@ -58,10 +58,13 @@ class Plan:
     quick: bool
 
 
+#: Sized so that `make bench` (this, then bench.payloads and bench.monitoring) stays under
+#: 15 minutes on the 2-core machine: stock's round trips cost 0.5 s each (its polling
+#: interval) and its throughput at -c 1 under the aws model is about 10 tasks/s.
 FULL = Plan(
-    latency_n=40,
-    throughput_n=600,
-    inflight=50,
+    latency_n=30,
+    throughput_n=300,
+    inflight=30,
     concurrencies=(1, 2, 4),
     endtoend_n=3,
     quick=False,
@@ -99,11 +102,6 @@ def workers(plan: Plan) -> list[Worker]:
     return found
 
 
-def worker_key(worker: Worker) -> str:
-    """``cloudworker-c2``, ``cloudworker-c2-off`` (monitoring off), ``stock-c4``."""
-    return f"{worker.system}-c{worker.concurrency}" + ("-off" if worker.env else "")
-
-
 def run_stack_phases(
     selected: list[str], plan: Plan, endpoint: str, log: Progress
 ) -> dict[str, Any]:
@@ -124,7 +122,7 @@ def run_stack_phases(
             stack.use(worker)
             log(f"{worker.label}: worker ready, task queue empty")
             env = stack.process_env
-            key = worker_key(worker)
+            key = worker.key
             for profile in PROFILES:
                 stack.set_latency(profile)
                 if "roundtrip" in selected and worker.concurrency == ROUNDTRIP_CONCURRENCY:
@@ -136,12 +134,12 @@ def run_stack_phases(
                         log(f"roundtrip [{profile}]: {name}, N={plan.latency_n}")
                         args = ["--system", worker.system, "--n", str(plan.latency_n)]
                         args += [*_interval(interval), *proxy_args]
-                        stack.drain(worker.system)
+                        stack.drain()
                         results["roundtrip"][profile][name] = run_client(
                             "roundtrip", args, env, CLIENT_TIMEOUT
                         )
                 if "throughput" in selected:
-                    stack.drain(worker.system)
+                    stack.drain()
                     log(
                         f"throughput [{profile}]: {key}, {plan.throughput_n} tasks, "
                         f"{plan.inflight} in flight"
@@ -156,7 +154,7 @@ def run_stack_phases(
                 if "endtoend" in selected and worker == Worker(
                     "cloudworker", ROUNDTRIP_CONCURRENCY
                 ):
-                    stack.drain(worker.system)
+                    stack.drain()
                     log(
                         f"endtoend [{profile}]: compute_stats 1M ints, grayscale 12 MP, "
                         f"N={plan.endtoend_n}"
@@ -234,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg()[0],
         "code": code_version(),
         "endpoint": args.endpoint,
+        "ministack_tick": MINISTACK_TICK,
     }
     log(f"benchmarks: {', '.join(selected)}{' (quick)' if plan.quick else ''}")
 

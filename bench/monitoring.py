@@ -127,8 +127,9 @@ def _scrape(stack: local.Stack, port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.monitoring")
     parser.add_argument("--tasks", type=int, default=200)
-    # 60 s: two heartbeats (30 s) and three long polls (20 s) of each poller per window.
-    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
+    # 45 s (so that `make bench` fits in 15 minutes): one or two heartbeats (30 s) and two or
+    # three long polls (20 s) of each poller per window; scaled to an hour, so coarse.
+    parser.add_argument("--idle", type=float, default=45.0, help="seconds of idle measured")
     parser.add_argument("--print", action="store_true", help="print instead of appending")
     parser.add_argument("--only", choices=list(MODES), help="measure one setting and print it")
     args = parser.parse_args(argv)

@@ -269,13 +269,29 @@ def render(results: Mapping[str, Any]) -> str:
             if endpoint == "ministack"
             else "**moto**: its SQS slows with queue depth, so these runs partly measure moto."
         ),
+        *(
+            [
+                f"- **ministack's long-poll tick: {context.get('ministack_tick', '0.005')} s, "
+                "not 100 ms.** ministack answers a waiting `ReceiveMessage` by checking the "
+                "queue every 100 ms, so each hand-off of a message to a waiting long poll "
+                "cost 0-100 ms more than on SQS, which answers at once; a smoke run measured "
+                "cloudworker's round trip clustered at multiples of 100 ms. The benchmarks run "
+                "ministack through `bench/ministack-tick`, which shortens that one sleep and "
+                "changes nothing else (`bench/ministack_tick.py`)."
+            ]
+            if endpoint == "ministack"
+            else []
+        ),
         "- **Two counting proxies** (`bench/proxy.py`: `tests.support.faultproxy.FaultProxy`, "
         "each in a process of its own): every worker process talks to the endpoint through "
         "one (its `AWS_ENDPOINT_URL`), every benchmark client through the other. They count "
         "every AWS request by operation (`sqs:ReceiveMessage`, `s3:PUT`, `sns:PublishBatch`, "
         "...), apart for the client and the workers, so request counts come from the proxies, "
         "not from an emulator's log. The stack's own bookkeeping (draining queues between "
-        "phases) goes straight to the endpoint and is not counted.",
+        "phases) goes straight to the endpoint and is not counted. The proxy sets "
+        "`TCP_NODELAY` on both its sides (before, Nagle's algorithm held every answer's body "
+        "for the client's delayed ACK: +44 ms a request, measured on loopback against a "
+        "dummy upstream; with it, 0.6 ms a request).",
         "- **Latency profiles:** every phase runs twice with the same worker, once with the "
         "proxies adding nothing (`none`: loopback, about a millisecond per request) and once "
         "with the in-region AWS model (`aws`: `bench/latency.py`, figures and sources in "

@@ -33,10 +33,10 @@ from botocore.exceptions import ClientError
 
 from bench import DEFAULT_ENDPOINT, use_endpoint
 from bench.proxy import ProxyProcess
-from bench.stock_app import QUEUE_NAME as STOCK_QUEUE
 from bench.stock_app import READY_MARK as STOCK_READY
 from config import Settings
 from deploy import local
+from deploy.provision import provision
 
 __all__ = ["DEFAULT_ENDPOINT", "BenchStack", "Worker"]
 
@@ -60,6 +60,31 @@ class Worker:
     @property
     def name(self) -> str:
         return CLOUDWORKER_WORKER if self.system == "cloudworker" else STOCK_WORKER
+
+    @property
+    def key(self) -> str:
+        """``cloudworker-c2``, ``cloudworker-c2-off`` (monitoring off), ``stock-c4``."""
+        return f"{self.system}-c{self.concurrency}" + ("-off" if self.env else "")
+
+    @property
+    def queue_env(self) -> dict[str, str]:
+        """A task queue of this configuration's own, for its worker and its clients.
+
+        Why: a worker stopped at a switch may leave a long poll waiting at the endpoint (up
+        to 20 s); on a queue shared with the next worker, that orphaned poll would take the
+        next task and hide it for the visibility timeout. A quick run lost 30 s that way.
+        """
+        if self.system == "cloudworker":
+            return {"CLOUDWORKER_TASK_QUEUE": f"tasks-{self.key}"}
+        return {"BENCH_STOCK_QUEUE_PREFIX": f"stock-{self.key}-"}
+
+    @property
+    def task_queue(self) -> str:
+        """The SQS name of this configuration's task queue."""
+        if self.system == "cloudworker":
+            env = {**local.LOCAL_SETTINGS, **self.queue_env}
+            return Settings.from_env(env).task_queue_name
+        return f"{self.queue_env['BENCH_STOCK_QUEUE_PREFIX']}celery"
 
     @property
     def label(self) -> str:
@@ -106,6 +131,7 @@ class BenchStack:
         return {
             **os.environ,
             **self.env,
+            **(self.active.queue_env if self.active is not None else {}),
             "AWS_ENDPOINT_URL": self.client_proxy.url,
             "PYTHONPATH": str(ROOT),
         }
@@ -143,18 +169,23 @@ class BenchStack:
                 **os.environ,
                 **self.env,
                 **worker.env,
+                **worker.queue_env,
                 "AWS_ENDPOINT_URL": self.worker_proxy.url,
                 "PYTHONPATH": str(ROOT),
             }
+            if worker.system == "cloudworker":
+                settings = Settings.from_env({**self.env, **worker.queue_env})
+                provision(settings, sqs=self._sqs(), s3=self._client("s3"))
             offset = local.log_size(self.stack, worker.name)
             local.start_process(self.stack, worker.name, worker.command(), env)
             local.wait_for_log(self.stack, worker.name, offset, worker.ready_mark, timeout=90.0)
             self.active = worker
-        self.drain(worker.system)
+        self.drain()
 
-    def drain(self, system: str, timeout: float = 180.0) -> None:
-        """Wait until the system's task queue holds no message, visible or in flight."""
-        url = self._queue_url(system)
+    def drain(self, timeout: float = 180.0) -> None:
+        """Wait until the active worker's task queue holds no message, visible or in flight."""
+        assert self.active is not None
+        url = self._queue_url(self.active.task_queue)
         if url is None:
             return  # stock's queue does not exist before its first message
         sqs = self._sqs()
@@ -170,7 +201,7 @@ class BenchStack:
             if all(int(value) == 0 for value in attributes.values()):
                 return
             time.sleep(0.3)
-        raise RuntimeError(f"the {system} task queue did not drain in {timeout:.0f} s")
+        raise RuntimeError(f"{self.active.task_queue} did not drain in {timeout:.0f} s")
 
     def process_groups(self) -> dict[str, int]:
         """Process group ids of the endpoint, the proxies and the active worker.
@@ -208,11 +239,7 @@ class BenchStack:
         if path.exists():
             self.logs_seen[worker.system] = path.read_text(errors="replace")
 
-    def _queue_url(self, system: str) -> str | None:
-        if system == "cloudworker":
-            name = Settings.from_env(self.env).task_queue_name
-        else:
-            name = STOCK_QUEUE
+    def _queue_url(self, name: str) -> str | None:
         try:
             url: str = self._sqs().get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError:
@@ -220,8 +247,12 @@ class BenchStack:
         return url
 
     def _sqs(self) -> Any:
+        return self._client("sqs")
+
+    def _client(self, service: str) -> Any:
+        """A client of the endpoint itself (not through a proxy: never counted)."""
         return boto3.session.Session(
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_REGION"],
-        ).client("sqs", endpoint_url=self.env["AWS_ENDPOINT_URL"])
+        ).client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"])

@@ -29,8 +29,11 @@ __all__ = ["QUEUE_NAME", "READY_MARK", "app", "compute_stats", "json_encoder_nam
 
 log = logging.getLogger(__name__)
 
+#: The SQS queue name prefix; each worker configuration of a benchmark run gets its own
+#: (``BENCH_STOCK_QUEUE_PREFIX``, see :mod:`bench.stack`).
+QUEUE_PREFIX = os.environ.get("BENCH_STOCK_QUEUE_PREFIX", "stock-")
 #: The SQS queue kombu creates for the default ``celery`` queue with our prefix.
-QUEUE_NAME = "stock-celery"
+QUEUE_NAME = f"{QUEUE_PREFIX}celery"
 #: Logged at WARNING (the worker's log level) once the worker consumes.
 READY_MARK = "bench: stock worker ready"
 #: The S3 prefix of stock results, apart from cloudworker's ``results/``.
@@ -57,7 +60,7 @@ app.conf.update(
         "wait_time_seconds": 10,
         "polling_interval": 0,
         "visibility_timeout": 300,
-        "queue_name_prefix": "stock-",
+        "queue_name_prefix": QUEUE_PREFIX,
     },
     broker_connection_retry_on_startup=True,
     result_backend="s3://",
