@@ -105,12 +105,26 @@ def workers(plan: Plan) -> list[Worker]:
 def run_stack_phases(
     selected: list[str], plan: Plan, endpoint: str, log: Progress
 ) -> dict[str, Any]:
-    """The benchmarks that need the endpoint and workers, one worker after the other."""
+    """The benchmarks that need the endpoint and workers, one worker after the other.
+
+    A phase that fails is logged and listed under ``failures`` (shown in the report); the
+    others go on, so one failure does not cost the whole run.
+    """
     results: dict[str, Any] = {
         "roundtrip": {profile: {} for profile in PROFILES},
         "throughput": {profile: {} for profile in PROFILES},
         "endtoend": {},
+        "failures": [],
     }
+
+    def phase(label: str, module: str, args: list[str], env: dict[str, str]) -> Any:
+        try:
+            return run_client(module, args, env, CLIENT_TIMEOUT)
+        except Exception as error:  # recorded; the run goes on
+            log(f"{label}: FAILED: {error}")
+            results["failures"].append(f"{label}: {str(error)[-600:]}")
+            return None
+
     stack = BenchStack(WORK_DIR, endpoint)
     try:
         log(f"starting {endpoint} and the two proxies in {WORK_DIR}")
@@ -119,7 +133,12 @@ def run_stack_phases(
         proxy_args = [arg for side, url in controls.items() for arg in ("--proxy", f"{side}={url}")]
         for worker in workers(plan):
             log(f"{worker.label}: switching to its worker")
-            stack.use(worker)
+            try:
+                stack.use(worker)
+            except Exception as error:  # recorded; the run goes on
+                log(f"{worker.label}: FAILED to start: {error}")
+                results["failures"].append(f"{worker.label}: worker: {str(error)[-600:]}")
+                continue
             log(f"{worker.label}: worker ready, task queue empty")
             env = stack.process_env
             key = worker.key
@@ -131,36 +150,35 @@ def run_stack_phases(
                     )
                     for interval in variants:
                         name = key + ("" if interval is None else f"@{interval}")
-                        log(f"roundtrip [{profile}]: {name}, N={plan.latency_n}")
+                        label = f"roundtrip [{profile}]: {name}"
+                        log(f"{label}, N={plan.latency_n}")
                         args = ["--system", worker.system, "--n", str(plan.latency_n)]
                         args += [*_interval(interval), *proxy_args]
                         stack.drain()
-                        results["roundtrip"][profile][name] = run_client(
-                            "roundtrip", args, env, CLIENT_TIMEOUT
-                        )
+                        found = phase(label, "roundtrip", args, env)
+                        if found is not None:
+                            results["roundtrip"][profile][name] = found
                 if "throughput" in selected:
                     stack.drain()
-                    log(
-                        f"throughput [{profile}]: {key}, {plan.throughput_n} tasks, "
-                        f"{plan.inflight} in flight"
-                    )
+                    label = f"throughput [{profile}]: {key}"
+                    log(f"{label}, {plan.throughput_n} tasks, {plan.inflight} in flight")
                     args = ["--system", worker.system, "--n", str(plan.throughput_n)]
                     args += ["--inflight", str(plan.inflight), *proxy_args]
                     for name, pgid in stack.process_groups().items():
                         args += ["--watch", f"{name}={pgid}"]
-                    results["throughput"][profile][key] = run_client(
-                        "throughput", args, env, CLIENT_TIMEOUT
-                    )
+                    found = phase(label, "throughput", args, env)
+                    if found is not None:
+                        results["throughput"][profile][key] = found
                 if "endtoend" in selected and worker == Worker(
                     "cloudworker", ROUNDTRIP_CONCURRENCY
                 ):
                     stack.drain()
-                    log(
-                        f"endtoend [{profile}]: compute_stats 1M ints, grayscale 12 MP, "
-                        f"N={plan.endtoend_n}"
-                    )
+                    label = f"endtoend [{profile}]"
+                    log(f"{label}: compute_stats 1M ints, grayscale 12 MP, N={plan.endtoend_n}")
                     args = ["--n", str(plan.endtoend_n), *proxy_args]
-                    results["endtoend"][profile] = run_client("endtoend", args, env, CLIENT_TIMEOUT)
+                    found = phase(label, "endtoend", args, env)
+                    if found is not None:
+                        results["endtoend"][profile] = found
             stack.set_latency("none")
         results["logs"] = report.log_findings(stack.worker_logs(), stack.endpoint_log)
     finally:

@@ -343,6 +343,10 @@ def render(results: Mapping[str, Any]) -> str:
         out += _grayscale(results["grayscale"])
     if results.get("logs"):
         out += _logs(results["logs"], endpoint)
+    if results.get("failures"):
+        out += ["## Phases that failed", ""]
+        out += [f"- `{failure}`" for failure in results["failures"]]
+        out.append("")
     return "\n".join(out) + "\n"
 
 
