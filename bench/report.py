@@ -432,6 +432,16 @@ def _roundtrip(data: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
             f"{_met(ratio <= FLOOR_TARGET)}.",
         ]
     none_runs = data.get("none") or {}
+    for key in (f"cloudworker-c{HEADLINE_C}", f"cloudworker-c{HEADLINE_C}-off"):
+        with_model, without = (data.get("aws") or {}).get(key), none_runs.get(key)
+        if with_model and without:
+            added = with_model["p50"] - without["p50"]
+            out.append(
+                f"How the `aws` p50 of {_RT_LABELS[key][0]} divides: {_ms(without['p50'])} ms is "
+                "what the same round trip costs on this machine with no model (client, worker, "
+                f"endpoint and proxies on loopback, sharing 2 cores), {_ms(added)} ms is what "
+                f"the model added, {_x(added / floor)} the floor."
+            )
     cw, stock = none_runs.get(f"cloudworker-c{HEADLINE_C}"), none_runs.get(f"stock-c{HEADLINE_C}")
     if cw and stock:
         ratio = stock["p50"] / cw["p50"]
