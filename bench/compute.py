@@ -45,7 +45,7 @@ def _timed(function: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
-def bench_stats(count: int = 10_000_000, runs: int = 3, baseline_runs: int = 3) -> dict[str, Any]:
+def bench_stats(count: int = 10_000_000, runs: int = 3, baseline_runs: int = 2) -> dict[str, Any]:
     """Time compute_stats and statistics.mean + statistics.median on ``count`` integers."""
     rng = np.random.default_rng(SEED)
     info = np.iinfo(np.int64)

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import use_endpoint
+from bench import stop_quickly, use_endpoint
 from config import Settings
 from deploy import local
 from tasks.application import create_app
@@ -97,6 +97,7 @@ def measure(mode: str, tasks_n: int, idle_seconds: float) -> Measured:
         )
     finally:
         local.stop_process(stack, "exporter")
+        stop_quickly(stack)
         local.down(stack)
         os.environ.clear()
         os.environ.update(saved)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import use_endpoint
+from bench import stop_quickly, use_endpoint
 from config import Settings
 from deploy import local
 from tasks.application import create_app
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             requests = batch.requests
     finally:
         app.services.mailbox.close()
+        stop_quickly(stack)
         local.down(stack)
 
     megapixels = MEGAPIXELS_50[0] * MEGAPIXELS_50[1] / 1e6

@@ -228,6 +228,7 @@ class BenchStack:
         """Stop every process of the run (workers first, then proxies, then the endpoint)."""
         if self.active is not None:
             self._keep_log(self.active)
+            local.stop_process(self.stack, self.active.name, grace=STOP_GRACE)
         self.active = None
         return local.down(self.stack)
 
