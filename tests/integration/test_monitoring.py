@@ -109,6 +109,24 @@ def start(
     )
 
 
+@pytest.fixture(autouse=True)
+def interruptible_children() -> Iterator[None]:
+    """The receivers started here stop on SIGINT, whatever this process inherited.
+
+    A shell without job control starts a background command (``make test &``) with
+    SIGINT ignored; its children inherit that, and a Python started so never raises
+    KeyboardInterrupt, so ``celery events`` would outlive the SIGINT these tests send.
+    A handler of ours is not inherited: the children start with the default.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_flower_lists_the_tasks_with_state_arguments_result_and_runtime(
     stack: LocalStack, flower: Flower
 ) -> None:
