@@ -399,13 +399,14 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             body.options["reply_to"] = mine
             if body.id:
                 self.services.mailbox.expect(body.id)
-        self.chords.apply(self.app.GroupResult(*header_result_args))
+        self.chords.apply(self.app.GroupResult(*header_result_args), body)
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
         self.chords.set_size(group_id, chord_size)
 
     def add_to_chord(self, chord_id: str, result: Any) -> None:
-        self.chords.add(chord_id, result.id)
+        task = get_current_task()
+        self.chords.add(chord_id, result.id, task.request if task is not None else None)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         failed = state in states.PROPAGATE_STATES and isinstance(result, BaseException)

@@ -25,6 +25,29 @@ conditional writes and S3's strongly consistent listings:
   order). The parts still running are counted as before; the one that completes
   the count finds the chord fired and deletes the markers.
 
+A large chord's parts count in buckets, so no listing grows with the chord.
+With every part's marker under one prefix, each part's LIST returns every
+marker written so far: O(n) work a part and O(n^2) a chord (on ministack a
+1,000-part chord's parts slowed from 0.03 s to 0.2 s). When the header is a
+flat list of more than ``FANOUT`` plain tasks (the shape of a large header;
+anything else is counted as above), :meth:`ChordJoin.apply` spreads its task
+ids over ``ceil(n / FANOUT)`` buckets by a hash of the id and writes how many
+land in each into the body's options (``cloudworker_chord_buckets``), which
+every header message carries in ``request.chord``. A part then:
+
+* writes ``b<bucket>/done-<task id>`` and lists ``b<bucket>/`` (about
+  ``FANOUT`` markers): one PUT and one LIST, as before;
+* the part whose listing completes its bucket writes ``t/<bucket>`` and lists
+  ``t/`` (one marker a bucket); the part whose listing completes that claims
+  and fires as above.
+
+Two parts that finish together both list after writing, so at least one sees
+the other's marker (S3's listings are strongly consistent), at each level.
+``task.add_to_chord`` in a bucketed chord writes ``b<bucket>/extra-<id>`` (so
+that bucket waits for it) and ``x/<id>``; the part that would fire first checks
+that every ``x/`` task's marker is there, since its bucket may have been
+complete, and marked so in ``t/``, before the task was added.
+
 A part that runs twice (a redelivery after a crash) writes the same
 ``done-<task id>`` again, so it is counted once. A part that crashed after
 claiming and before sending is redelivered and, finding its own claim, sends.
@@ -37,6 +60,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +84,13 @@ _SIZE = "size-"
 _EXTRA = "extra-"
 _DONE = "done-"
 _FIRED = "fired"
+_BUCKET = "b"
+_TOP = "t/"
+_ADDED = "x/"
+#: Parts a bucket of a large chord counts (see the module's docstring).
+FANOUT = 32
+#: The body option that carries a bucketed chord's expected count per bucket.
+BUCKETS_OPTION = "cloudworker_chord_buckets"
 #: Header results read at once by the part that fires the body.
 _READERS = 16
 
@@ -69,17 +101,35 @@ class ChordJoin:
     def __init__(self, backend: CloudworkerBackend) -> None:
         self.backend = backend
 
-    def apply(self, header_result: GroupResult) -> None:
-        """Before the header is sent: keep its results' order for the part that fires."""
+    def apply(self, header_result: GroupResult, body: Any) -> None:
+        """Before the header is sent: keep its results' order for the part that fires.
+
+        A large flat header is counted in buckets: how many of its tasks land in
+        each goes into the body's options, which the header messages carry.
+        """
         self.backend.save_group(header_result.id, header_result)
+        results = header_result.results
+        flat = all(isinstance(r, AsyncResult) and r.parent is None for r in results)
+        if flat and len(results) > FANOUT:
+            counts = [0] * math.ceil(len(results) / FANOUT)
+            for result in results:
+                counts[_bucket_of(result.id, len(counts))] += 1
+            body.options[BUCKETS_OPTION] = counts
 
     def set_size(self, group_id: str, size: int) -> None:
         """How many header tasks will report (Celery counts nested groups' tasks)."""
         self._store().put(f"{chord_prefix(group_id)}{_SIZE}{int(size)}", b"")
 
-    def add(self, group_id: str, task_id: str) -> None:
-        """``task.add_to_chord``: one more header task to wait for."""
-        self._store().put(f"{chord_prefix(group_id)}{_EXTRA}{task_id}", b"")
+    def add(self, group_id: str, task_id: str, request: Any = None) -> None:
+        """``task.add_to_chord`` by the part ``request``: one more header task to wait for."""
+        store, prefix = self._store(), chord_prefix(group_id)
+        buckets = _buckets(request)
+        if buckets is None:
+            store.put(f"{prefix}{_EXTRA}{task_id}", b"")
+            return
+        bucket = _bucket_of(task_id, len(buckets))
+        store.put(f"{prefix}{_BUCKET}{bucket}/{_EXTRA}{task_id}", b"")
+        store.put(f"{prefix}{_ADDED}{task_id}", b"")
 
     def part_returned(self, request: Any, failure: BaseException | None = None) -> None:
         """A header task ended (its result is stored): count it; the last one fires.
@@ -98,21 +148,46 @@ class ChordJoin:
         self, request: Any, group_id: str, task_id: str, failure: BaseException | None
     ) -> None:
         store, prefix = self._store(), chord_prefix(group_id)
-        store.put(f"{prefix}{_DONE}{task_id}", b"")
+        expected_by = _buckets(request) or []
+        bucket = _bucket_of(task_id, len(expected_by)) if expected_by else None
+        here = prefix if bucket is None else f"{prefix}{_BUCKET}{bucket}/"
+        store.put(f"{here}{_DONE}{task_id}", b"")
         if failure is not None and self._claim(prefix, task_id):
             self._fail(group_id, request, f"Dependency {task_id} raised {failure!r}", failure)
-        names = [listed.key[len(prefix) :] for listed in store.list(prefix)]
-        expected = _expected(names, request)
+        names = [listed.key[len(here) :] for listed in store.list(here)]
         done = sum(name.startswith(_DONE) for name in names)
+        if bucket is None:
+            expected = _expected(names, request)
+        else:
+            expected = expected_by[bucket] + sum(name.startswith(_EXTRA) for name in names)
         if expected is None or done < expected:
             return
         if done > expected:
             log.warning("chord %s: %d parts reported, %d expected", group_id, done, expected)
+        if bucket is not None and not self._all_buckets_done(prefix, bucket, len(expected_by)):
+            return
         if failure is None and self._claim(prefix, task_id):
             self._fire(group_id, request)
         # Every part has reported and the body was sent or failed (by this part, or
         # by one that failed earlier): the markers have served.
-        store.delete_many(prefix + name for name in names if name.startswith(_DONE))
+        if bucket is None:
+            store.delete_many(prefix + name for name in names if name.startswith(_DONE))
+        else:
+            fired = f"{prefix}{_FIRED}"
+            store.delete_many(k.key for k in store.list(prefix) if k.key != fired)
+
+    def _all_buckets_done(self, prefix: str, bucket: int, buckets: int) -> bool:
+        """This part completed its bucket: whether every bucket, and every added task, is done."""
+        store = self._store()
+        store.put(f"{prefix}{_TOP}{bucket}", b"")
+        if len(store.list(f"{prefix}{_TOP}")) < buckets:
+            return False
+        for added in store.list(f"{prefix}{_ADDED}"):
+            task_id = added.key[len(prefix) + len(_ADDED) :]
+            marker = f"{prefix}{_BUCKET}{_bucket_of(task_id, buckets)}/{_DONE}{task_id}"
+            if store.get(marker) is None:
+                return False  # that task completes its bucket again, and checks again
+        return True
 
     def _claim(self, prefix: str, task_id: str) -> bool:
         """Whether this part fires the body: the first claim wins, and its own rerun."""
@@ -124,7 +199,7 @@ class ChordJoin:
 
     def _fire(self, group_id: str, request: Any) -> None:
         backend, app = self.backend, self.backend.app
-        callback = maybe_signature(request.chord, app=app)
+        callback = _body(request, app)
         header: GroupResult | None = None
         try:
             header = GroupResult.restore(group_id, backend=backend)
@@ -154,7 +229,7 @@ class ChordJoin:
     def _fail(self, group_id: str, request: Any, reason: str, cause: BaseException) -> None:
         """The body fails with Celery's ``ChordError`` (its errbacks run, its chain fails)."""
         log.error("chord %s: %s", group_id, reason)
-        callback = maybe_signature(request.chord, app=self.backend.app)
+        callback = _body(request, self.backend.app)
         self.backend.chord_error_from_stack(
             callback, _create_chord_error_with_cause(message=reason, original_exc=cause)
         )
@@ -177,6 +252,28 @@ class ChordJoin:
 
     def _store(self) -> Any:
         return self.backend.services.store()
+
+
+def _body(request: Any, app: Any) -> Any:
+    """The chord's body, as it is sent: without the bucket counts the header carried."""
+    callback = maybe_signature(request.chord, app=app)
+    callback.options.pop(BUCKETS_OPTION, None)
+    return callback
+
+
+def _buckets(request: Any) -> list[int] | None:
+    """A bucketed chord's expected count per bucket, from the body the part carries."""
+    chord = getattr(request, "chord", None)
+    options = chord.get("options") if isinstance(chord, dict) else None
+    counts = options.get(BUCKETS_OPTION) if isinstance(options, dict) else None
+    if isinstance(counts, list) and counts and all(isinstance(c, int) for c in counts):
+        return counts
+    return None
+
+
+def _bucket_of(task_id: str, buckets: int) -> int:
+    """The bucket a task id counts in: a hash every process computes alike."""
+    return zlib.crc32(task_id.encode()) % buckets
 
 
 def _expected(names: list[str], request: Any) -> int | None:

@@ -21,6 +21,7 @@ from celery.exceptions import ChordError
 from celery.result import GroupResult
 
 from tasks.application import create_app
+from tasks.chords import FANOUT
 from tests.integration.conftest import LocalStack
 from tests.support.workers import Workers
 
@@ -64,14 +65,15 @@ def executions(marker: Path) -> list[str]:
     return marker.read_text().split() if marker.exists() else []
 
 
+@pytest.mark.parametrize("size", [30, 3 * FANOUT], ids=["counted-as-one", "in-buckets"])
 def test_a_chord_body_gets_the_header_results_in_order_without_chord_unlock(
-    fleet: Workers, tmp_path: Path
+    fleet: Workers, tmp_path: Path, size: int
 ) -> None:
     app = fleet.app
     add = app.signature("tests.add")
     body = app.signature("tests.record", args=(str(tmp_path / "body"),))
-    header = [add.clone(args=(n, 100)) for n in range(30)]
-    assert chord(header, body).apply_async().get(timeout=90) == [n + 100 for n in range(30)]
+    header = [add.clone(args=(n, 100)) for n in range(size)]
+    assert chord(header, body).apply_async().get(timeout=90) == [n + 100 for n in range(size)]
     assert len(executions(tmp_path / "body")) == 1
     log = fleet.stack.log_file("canvas1").read_text()
     assert "chord_unlock" not in log

@@ -6,7 +6,9 @@ The body's sending is replaced by a recorder; the integration tests
 
 from __future__ import annotations
 
+import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,9 +16,9 @@ from celery import states
 
 from tasks.application import CloudworkerCelery
 from tasks.backend import CloudworkerBackend
-from tasks.chords import ChordJoin
+from tasks.chords import BUCKETS_OPTION, FANOUT, ChordJoin, _body
 from tasks.keys import chord_prefix
-from tasks.objectstore import MemoryObjectStore
+from tasks.objectstore import Listed, MemoryObjectStore
 
 
 class Recording(ChordJoin):
@@ -136,3 +138,133 @@ def test_a_chord_applied_by_a_client_has_its_body_answer_the_client(
     assert signature.options["reply_to"] == memory_app.backend.reply_address()
     assert memory_app.services.mailbox.sent(body.id)
     assert memory_app.GroupResult.restore(header.id).results[0].id == "h1"
+
+
+# -- a large chord counts in buckets (no listing grows with the chord) ---------------------
+
+
+def bucketed(
+    app: CloudworkerCelery, join: ChordJoin, size: int
+) -> tuple[str, list[SimpleNamespace], Any]:
+    """A chord of ``size`` plain tasks, applied: its group id, its parts, its body."""
+    group_id = str(uuid.uuid4())
+    header = app.GroupResult(group_id, [app.AsyncResult(str(uuid.uuid4())) for _ in range(size)])
+    body = app.signature("tests.total")
+    join.apply(header, body)
+    join.set_size(group_id, size)
+    chord = {"task": "tests.total", "options": dict(body.options)}
+    parts = [
+        SimpleNamespace(id=r.id, group=group_id, chord=chord, reply_to=None) for r in header.results
+    ]
+    return group_id, parts, body
+
+
+def test_a_large_flat_header_is_counted_in_buckets_of_about_fanout_parts(
+    memory_app: CloudworkerCelery,
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    _, _, body = bucketed(memory_app, Recording(backend), 1000)
+    counts = body.options[BUCKETS_OPTION]
+    assert len(counts) == 1000 // FANOUT + 1 and sum(counts) == 1000
+    assert max(counts) < 2 * FANOUT  # a hash spreads them (32 on average)
+
+
+def test_a_small_or_nested_header_is_counted_as_one(memory_app: CloudworkerCelery) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    _, _, small = bucketed(memory_app, join, FANOUT)
+    assert BUCKETS_OPTION not in small.options
+    chained = memory_app.AsyncResult("last", parent=memory_app.AsyncResult("first"))
+    leaves = [memory_app.AsyncResult(str(i)) for i in range(2 * FANOUT)]
+    header = memory_app.GroupResult("g", [chained, *leaves])
+    body = memory_app.signature("tests.total")
+    join.apply(header, body)
+    assert BUCKETS_OPTION not in body.options
+
+
+def test_a_bucketed_chord_fires_once_when_its_last_part_reports_and_lists_little(
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id, parts, _ = bucketed(memory_app, join, 500)
+    listed: list[int] = []
+    original = memory_store.list
+
+    def counting(prefix: str) -> list[Listed]:
+        found = original(prefix)
+        listed.append(len(found))
+        return found
+
+    memory_store.list = counting  # type: ignore[method-assign]
+    random.Random(7).shuffle(parts)
+    for number, request in enumerate(parts):
+        join.part_returned(request)
+        if number % 50 == 0:
+            join.part_returned(request)  # redelivered: counted once
+        assert join.fired == ([] if number < len(parts) - 1 else [request.id])
+    buckets = 500 // FANOUT + 1
+    # Each part lists its bucket, and each bucket's last part the buckets: never all 500.
+    assert max(listed[:-1]) < 2 * FANOUT
+    assert len(listed) <= len(parts) + len(parts) // 50 + 1 + buckets + 1
+    assert [k for k in memory_store.objects if k.startswith(chord_prefix(group_id))] == [
+        f"{chord_prefix(group_id)}fired"
+    ]
+
+
+def test_a_bucketed_chord_fires_once_when_parts_report_at_the_same_time(
+    memory_app: CloudworkerCelery,
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    for attempt in range(5):
+        join = Recording(backend)
+        _, parts, _ = bucketed(memory_app, join, 300)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(join.part_returned, parts))
+        assert len(join.fired) == 1, attempt
+
+
+def test_a_task_added_to_a_bucketed_chord_is_waited_for_even_in_a_finished_bucket(
+    memory_app: CloudworkerCelery,
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id, parts, _ = bucketed(memory_app, join, 100)
+    caller, others = parts[0], parts[1:]
+    for request in others:  # every bucket but the caller's completes
+        join.part_returned(request)
+    extra = SimpleNamespace(id=str(uuid.uuid4()), group=group_id, chord=caller.chord, reply_to=None)
+    join.add(group_id, extra.id, caller)  # the caller adds a task, then ends
+    join.part_returned(caller)
+    assert join.fired == []
+    join.part_returned(extra)
+    assert join.fired == [extra.id]
+
+
+def test_a_failed_part_of_a_bucketed_chord_fails_the_body_at_once(
+    memory_app: CloudworkerCelery, memory_store: MemoryObjectStore
+) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id, parts, _ = bucketed(memory_app, join, 100)
+    join.part_returned(parts[3], ValueError("boom"))
+    assert join.fired == [f"{parts[3].id}: Dependency {parts[3].id} raised ValueError('boom')"]
+    for request in parts[:3] + parts[4:]:
+        join.part_returned(request)
+    assert len(join.fired) == 1
+    assert [k for k in memory_store.objects if k.startswith(chord_prefix(group_id))] == [
+        f"{chord_prefix(group_id)}fired"
+    ]
+
+
+def test_the_body_is_sent_without_the_bucket_counts(memory_app: CloudworkerCelery) -> None:
+    request = SimpleNamespace(
+        chord={"task": "tests.total", "options": {BUCKETS_OPTION: [3, 4], "queue": "q"}}
+    )
+    assert _body(request, memory_app).options == {"queue": "q"}
