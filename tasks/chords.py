@@ -227,12 +227,22 @@ class ChordJoin:
             )
 
     def _fail(self, group_id: str, request: Any, reason: str, cause: BaseException) -> None:
-        """The body fails with Celery's ``ChordError`` (its errbacks run, its chain fails)."""
+        """The body fails with Celery's ``ChordError`` (its errbacks run, its chain fails).
+
+        Celery's ``chord_error_from_stack`` reads the traceback of the exception
+        being handled. A part revoked when it is received fails without one (the
+        worker has raised nothing yet), and with no traceback Celery raised
+        ``AttributeError`` out of the worker's revocation, which never released
+        its pool slot: the worker then held every later task. So the error is
+        raised here, and handled.
+        """
         log.error("chord %s: %s", group_id, reason)
         callback = _body(request, self.backend.app)
-        self.backend.chord_error_from_stack(
-            callback, _create_chord_error_with_cause(message=reason, original_exc=cause)
-        )
+        error = _create_chord_error_with_cause(message=reason, original_exc=cause)
+        try:
+            raise error
+        except ChordError:
+            self.backend.chord_error_from_stack(callback, error)
 
     def _prefetch(self, header: ResultSet) -> None:
         """Read every header result at once, so the join that follows reads none."""

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from celery import states
+from celery.exceptions import ChordError, TaskRevokedError
 
 from tasks.application import CloudworkerCelery
 from tasks.backend import CloudworkerBackend
@@ -268,3 +269,24 @@ def test_the_body_is_sent_without_the_bucket_counts(memory_app: CloudworkerCeler
         chord={"task": "tests.total", "options": {BUCKETS_OPTION: [3, 4], "queue": "q"}}
     )
     assert _body(request, memory_app).options == {"queue": "q"}
+
+
+def test_a_part_revoked_on_receipt_fails_the_body_outside_any_exception_handler(
+    memory_app: CloudworkerCelery,
+) -> None:
+    """No exception is being handled when a worker refuses a revoked part: Celery's
+    chord_error_from_stack read a traceback of None and raised AttributeError out of
+    the worker's revocation, leaking its pool slot (the worker then held every task)."""
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    body = memory_app.signature("tests.total")
+    body_id = body.freeze().id
+    group_id = str(uuid.uuid4())
+    join = ChordJoin(backend)
+    join.set_size(group_id, 2)
+    revoked = SimpleNamespace(id=str(uuid.uuid4()), group=group_id, chord=dict(body))
+    join.part_returned(revoked, TaskRevokedError("revoked"))
+    meta = backend.get_task_meta(body_id)
+    assert meta["status"] == states.FAILURE
+    assert isinstance(meta["result"], ChordError)
+    assert f"Dependency {revoked.id} raised TaskRevokedError('revoked')" in str(meta["result"])
