@@ -15,7 +15,16 @@ workers at start, does not work on SQS. So:
   theirs alone and is not stored, as in Celery;
 * every worker loads the unexpired ones when it starts, before it consumes a task
   (the :class:`StoredRevocations` bootstep). Celery then refuses such a task
-  and stores ``REVOKED`` as its result, which any process reads from S3.
+  and stores ``REVOKED`` as its result, which any process reads from S3;
+* a worker that receives a task carrying stamped headers first merges the
+  revocations by stamped headers stored since it last looked (one LIST, and a
+  GET for each new one). The broadcast reaches the worker through SNS and its
+  control queue, the task through the task queue, and the task often comes
+  first: a client that revokes by stamp and then sends a matching task would see
+  it run. Only stamped tasks pay this LIST; a revocation of task ids is not
+  checked on receipt, since an id is revoked after its task is sent. Each stored
+  revocation is merged once, so a worker that clears its stamps (as Celery's
+  own tests do) is not given them back.
 
 The layout (:mod:`tasks.keys`): ``revoked/ids/<task id>``, an empty object whose
 ``LastModified`` in a listing is when it was revoked, so a starting worker makes
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.app import control
 from celery.utils.collections import LimitedSet
 from celery.worker import state as worker_state
@@ -58,6 +67,7 @@ __all__ = [
     "Loaded",
     "StoredRevocations",
     "load_into_worker_state",
+    "refresh_stamped",
     "remember",
     "remember_stamped",
     "stamped_headers",
@@ -131,11 +141,13 @@ def load_into_worker_state(
     expires: float | None = None,
     revoked: LimitedSet | None = None,
     revoked_stamps: dict[str, Any] | None = None,
+    merged: set[str] | None = None,
 ) -> Loaded:
     """Add the unexpired stored revocations to the worker's (Celery's) revoked set and stamps.
 
     Each id enters :data:`~celery.worker.state.revoked` with its own age, so it
-    expires there when it would have on a worker that heard the broadcast.
+    expires there when it would have on a worker that heard the broadcast. The
+    keys of the stamped ones are added to ``merged`` (see :func:`refresh_stamped`).
     """
     now = now or datetime.now(UTC)
     expires = worker_state.REVOKE_EXPIRES if expires is None else expires
@@ -148,11 +160,37 @@ def load_into_worker_state(
             revoked.add(task_id, now=time.monotonic() - age)
             ids += 1
         elif item.key.startswith(REVOKED_STAMPED):
+            if merged is not None:
+                merged.add(item.key)
             stamps = _read_stamped(store, item.key)
             if stamps:
                 _merge_stamps(revoked_stamps, stamps)
                 stamped += 1
     return Loaded(ids, stamped)
+
+
+def refresh_stamped(
+    store: ObjectStore,
+    merged: set[str],
+    *,
+    now: datetime | None = None,
+    expires: float | None = None,
+    revoked_stamps: dict[str, Any] | None = None,
+) -> int:
+    """Merge the unexpired revocations by stamped headers not in ``merged``; return how many."""
+    now = now or datetime.now(UTC)
+    expires = worker_state.REVOKE_EXPIRES if expires is None else expires
+    revoked_stamps = worker_state.revoked_stamps if revoked_stamps is None else revoked_stamps
+    added = 0
+    for item, _ in unexpired(store.list(REVOKED_STAMPED), now=now, expires=expires):
+        if item.key in merged:
+            continue
+        merged.add(item.key)
+        stamps = _read_stamped(store, item.key)
+        if stamps:
+            _merge_stamps(revoked_stamps, stamps)
+            added += 1
+    return added
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -214,16 +252,22 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
 
     The consumer is the worker's last step, so this runs before any task is
     received. A worker that cannot read them logs the error and starts anyway; it
-    then refuses only the revocations it hears of by broadcast.
+    then refuses only the revocations it hears of by broadcast. While it runs, a
+    received task with stamped headers first merges the new revocations by
+    stamped headers (Celery's ``task_received`` signal comes before the worker
+    checks whether the task is revoked).
     """
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
+        self._app = parent.app
         self._services = parent.app.services
+        self._merged: set[str] = set()
 
     def start(self, parent: Any) -> None:
+        signals.task_received.connect(self._received, weak=False)
         try:
-            loaded = load_into_worker_state(self._services.store())
+            loaded = load_into_worker_state(self._services.store(), merged=self._merged)
         except Exception:
             log.exception("could not load the stored revocations (%s)", REVOKED)
             return
@@ -233,3 +277,20 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
             loaded.stamped,
             REVOKED,
         )
+
+    def stop(self, parent: Any) -> None:
+        signals.task_received.disconnect(self._received)
+
+    def _received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+        """A task was received: if it is stamped, merge the new stamped revocations first."""
+        if getattr(sender, "app", None) is not self._app:
+            return  # another worker's, in the same process (tests)
+        if not getattr(request, "stamped_headers", None):
+            return
+        try:
+            added = refresh_stamped(self._services.store(), self._merged)
+        except Exception:
+            log.exception("could not read the stored revocations by stamped headers")
+            return
+        if added:
+            log.info("merged %d new revocation(s) by stamped headers from S3", added)

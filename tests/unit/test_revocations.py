@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery import signals
 from celery.app import control as celery_control
 from celery.result import AsyncResult, GroupResult
 from celery.utils.collections import LimitedSet
@@ -26,6 +27,7 @@ from tasks.revocations import (
     Control,
     StoredRevocations,
     load_into_worker_state,
+    refresh_stamped,
     remember,
     remember_stamped,
     stamped_headers,
@@ -193,6 +195,77 @@ def test_a_worker_that_cannot_read_them_says_so_and_starts(
     with caplog.at_level(logging.ERROR):
         StoredRevocations(parent).start(parent)  # no exception
     assert "could not load the stored revocations" in caplog.text
+
+
+# -- a stamped task received: the revocations by stamped headers stored since ---------------
+
+
+def test_refresh_merges_each_stored_stamped_revocation_once() -> None:
+    store = MemoryObjectStore()
+    remember_stamped(store, {"monitoring_id": "early"})
+    merged: set[str] = set()
+    stamps: dict[str, Any] = {}
+    load_into_worker_state(
+        store, now=NOW, expires=EXPIRES, revoked=LimitedSet(), revoked_stamps=stamps, merged=merged
+    )
+    assert stamps == {"monitoring_id": ["early"]} and len(merged) == 1
+    stamps.clear()  # the worker forgets them (Celery's tests do this between cases)
+    remember_stamped(store, {"monitoring_id": "late"})  # revoked after the worker started
+    remember_stamped(store, {"monitoring_id": "expired"})
+    for key in store.objects:
+        aged(store, key, 5)
+    aged(store, revoked_stamped_key(b'{"headers":{"monitoring_id":["expired"]}}'), EXPIRES + 1)
+    added = refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps)
+    assert added == 1
+    assert stamps == {"monitoring_id": ["late"]}  # not "early" again, not the expired one
+    assert refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps) == 0
+
+
+class Consumer:
+    """A worker's consumer, as the sender of ``task_received`` (signal senders are hashed)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+
+def test_a_received_stamped_task_is_checked_against_revocations_stored_after_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stamps: dict[str, Any] = {}
+    monkeypatch.setattr(worker_state, "revoked", LimitedSet(maxlen=100, expires=EXPIRES))
+    monkeypatch.setattr(worker_state, "revoked_stamps", stamps)
+    store = MemoryObjectStore()
+    lists: list[str] = []
+    original = store.list
+
+    def counting(prefix: str) -> list[Listed]:
+        lists.append(prefix)
+        return original(prefix)
+
+    store.list = counting  # type: ignore[method-assign]
+    app = SimpleNamespace(services=SimpleNamespace(store=lambda: store))
+    step = StoredRevocations(SimpleNamespace(app=app))
+    step.start(SimpleNamespace(app=app))
+    try:
+        remember_stamped(store, {"monitoring_id": "m1"})  # its broadcast is still on its way
+        consumer, other = Consumer(app), Consumer(object())
+        lists.clear()
+        signals.task_received.send(sender=consumer, request=SimpleNamespace(stamped_headers=None))
+        signals.task_received.send(
+            sender=other, request=SimpleNamespace(stamped_headers=["monitoring_id"])
+        )
+        assert lists == [] and stamps == {}  # unstamped, or another worker's: no request
+        signals.task_received.send(
+            sender=consumer, request=SimpleNamespace(stamped_headers=["monitoring_id"])
+        )
+        assert stamps == {"monitoring_id": ["m1"]}
+    finally:
+        step.stop(SimpleNamespace(app=app))
+    lists.clear()
+    signals.task_received.send(
+        sender=consumer, request=SimpleNamespace(stamped_headers=["monitoring_id"])
+    )
+    assert lists == []  # a stopped worker no longer listens
 
 
 # -- stamped headers as Celery takes them ----------------------------------------------------
