@@ -22,9 +22,12 @@ workers at start, does not work on SQS. So:
   control queue, the task through the task queue, and the task often comes
   first: a client that revokes by stamp and then sends a matching task would see
   it run. Only stamped tasks pay this LIST; a revocation of task ids is not
-  checked on receipt, since an id is revoked after its task is sent. Each stored
-  revocation is merged once, so a worker that clears its stamps (as Celery's
-  own tests do) is not given them back.
+  checked on receipt, since an id is revoked after its task is sent. Each write
+  of a stored revocation (its key and ``LastModified``) is merged once, so a
+  worker that clears its stamps (as Celery's own tests do) is not given them
+  back, while the same headers revoked again later (the same content-named key,
+  written anew) are merged again. S3 dates a write to the second: the same
+  headers revoked twice within one second are one write here.
 
 The layout (:mod:`tasks.keys`): ``revoked/ids/<task id>``, an empty object whose
 ``LastModified`` in a listing is when it was revoked, so a starting worker makes
@@ -141,13 +144,13 @@ def load_into_worker_state(
     expires: float | None = None,
     revoked: LimitedSet | None = None,
     revoked_stamps: dict[str, Any] | None = None,
-    merged: set[str] | None = None,
+    merged: set[tuple[str, datetime]] | None = None,
 ) -> Loaded:
     """Add the unexpired stored revocations to the worker's (Celery's) revoked set and stamps.
 
     Each id enters :data:`~celery.worker.state.revoked` with its own age, so it
     expires there when it would have on a worker that heard the broadcast. The
-    keys of the stamped ones are added to ``merged`` (see :func:`refresh_stamped`).
+    stamped ones are added to ``merged`` (see :func:`refresh_stamped`).
     """
     now = now or datetime.now(UTC)
     expires = worker_state.REVOKE_EXPIRES if expires is None else expires
@@ -161,7 +164,7 @@ def load_into_worker_state(
             ids += 1
         elif item.key.startswith(REVOKED_STAMPED):
             if merged is not None:
-                merged.add(item.key)
+                merged.add((item.key, item.last_modified))
             stamps = _read_stamped(store, item.key)
             if stamps:
                 _merge_stamps(revoked_stamps, stamps)
@@ -171,21 +174,23 @@ def load_into_worker_state(
 
 def refresh_stamped(
     store: ObjectStore,
-    merged: set[str],
+    merged: set[tuple[str, datetime]],
     *,
     now: datetime | None = None,
     expires: float | None = None,
     revoked_stamps: dict[str, Any] | None = None,
 ) -> int:
-    """Merge the unexpired revocations by stamped headers not in ``merged``; return how many."""
+    """Merge the unexpired revocations by stamped headers whose write (key and
+    ``LastModified``) is not in ``merged``; return how many."""
     now = now or datetime.now(UTC)
     expires = worker_state.REVOKE_EXPIRES if expires is None else expires
     revoked_stamps = worker_state.revoked_stamps if revoked_stamps is None else revoked_stamps
     added = 0
     for item, _ in unexpired(store.list(REVOKED_STAMPED), now=now, expires=expires):
-        if item.key in merged:
+        write = (item.key, item.last_modified)
+        if write in merged:
             continue
-        merged.add(item.key)
+        merged.add(write)
         stamps = _read_stamped(store, item.key)
         if stamps:
             _merge_stamps(revoked_stamps, stamps)
@@ -262,7 +267,7 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self._app = parent.app
         self._services = parent.app.services
-        self._merged: set[str] = set()
+        self._merged: set[tuple[str, datetime]] = set()
 
     def start(self, parent: Any) -> None:
         signals.task_received.connect(self._received, weak=False)

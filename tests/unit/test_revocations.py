@@ -203,7 +203,8 @@ def test_a_worker_that_cannot_read_them_says_so_and_starts(
 def test_refresh_merges_each_stored_stamped_revocation_once() -> None:
     store = MemoryObjectStore()
     remember_stamped(store, {"monitoring_id": "early"})
-    merged: set[str] = set()
+    aged(store, next(iter(store.objects)), 5)
+    merged: set[tuple[str, datetime]] = set()
     stamps: dict[str, Any] = {}
     load_into_worker_state(
         store, now=NOW, expires=EXPIRES, revoked=LimitedSet(), revoked_stamps=stamps, merged=merged
@@ -212,13 +213,27 @@ def test_refresh_merges_each_stored_stamped_revocation_once() -> None:
     stamps.clear()  # the worker forgets them (Celery's tests do this between cases)
     remember_stamped(store, {"monitoring_id": "late"})  # revoked after the worker started
     remember_stamped(store, {"monitoring_id": "expired"})
-    for key in store.objects:
-        aged(store, key, 5)
+    aged(store, revoked_stamped_key(b'{"headers":{"monitoring_id":["late"]}}'), 1)
     aged(store, revoked_stamped_key(b'{"headers":{"monitoring_id":["expired"]}}'), EXPIRES + 1)
     added = refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps)
     assert added == 1
     assert stamps == {"monitoring_id": ["late"]}  # not "early" again, not the expired one
     assert refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps) == 0
+
+
+def test_the_same_headers_revoked_again_later_are_merged_again() -> None:
+    store = MemoryObjectStore()
+    remember_stamped(store, {"monitoring_id": "4242"})
+    key = next(iter(store.objects))
+    aged(store, key, 60)
+    merged: set[tuple[str, datetime]] = set()
+    stamps: dict[str, Any] = {}
+    assert refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps) == 1
+    stamps.clear()  # the worker forgets them, then the client revokes the same headers again
+    remember_stamped(store, {"monitoring_id": "4242"})  # the same key, written anew
+    aged(store, key, 1)
+    assert refresh_stamped(store, merged, now=NOW, expires=EXPIRES, revoked_stamps=stamps) == 1
+    assert stamps == {"monitoring_id": ["4242"]}
 
 
 class Consumer:
