@@ -213,9 +213,22 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         on_interval: Any,
         on_message: Any,
     ) -> dict[str, Any]:
+        """Read S3 at growing intervals, and meanwhile listen on this process's queue.
+
+        A task this process did not send may still answer here: Celery gives every
+        step of a canvas the caller's ``reply_to``, so the steps a worker sends
+        (a chain's next task, a group in a chain, a chord's body) notify the caller.
+        Where this process has a response queue, the wait between two S3 reads is
+        a wait on it, which ends as soon as the notice comes: ``chain.get()`` is
+        answered by push, not by the next S3 read up to 5 s later.
+        """
+        mailbox = self.services.mailbox
         pause = max(interval, 0.05)
         seen: tuple[Any, Any] | None = None
         while True:
+            meta = self._meta_from_mailbox(task_id)
+            if meta is not None:
+                return meta
             meta = self._read_store(task_id, running=on_message is not None)
             if meta["status"] in states.READY_STATES:
                 return meta
@@ -226,7 +239,11 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             remaining = _remaining(deadline)
             if on_interval:
                 on_interval()
-            time.sleep(pause if remaining is None else min(pause, remaining))
+            slice_ = pause if remaining is None else min(pause, remaining)
+            if mailbox.url is not None:
+                mailbox.wait(task_id, slice_)
+            else:
+                time.sleep(slice_)
             pause = min(pause * 1.5, _MAX_STORE_INTERVAL)
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
