@@ -214,7 +214,12 @@ class Channel(FanoutChannel):
         problem = _envelope_problem(payload)
         if problem is not None:
             raise InvalidMessage(problem)
-        return super()._envelope_payload(payload, raw_text, message, q_url)  # type: ignore[no-untyped-call]
+        payload = super()._envelope_payload(payload, raw_text, message, q_url)  # type: ignore[no-untyped-call]
+        # What AMQP calls redelivered, and Celery hands tasks as
+        # request.delivery_info["redelivered"]: SQS has handed this message out
+        # before (kombu fetches ApproximateReceiveCount and leaves the flag unset).
+        payload["properties"]["delivery_info"]["redelivered"] = _receive_count(message) > 1
+        return payload
 
     def _deliver_each(self, queue: str, qname: str, messages: list[dict[str, Any]]) -> None:
         """Deliver each message alone; one that fails is dead-lettered, not its batch."""
@@ -299,12 +304,16 @@ class Channel(FanoutChannel):
     handing_back = False
 
     # kombu private: at channel close, and for a message rejected with requeue, it
-    # hides the original for wait_time_seconds (20 s on AWS) more; a worker shutting
-    # down (SIGTERM: a scale-in, systemd) hands it back to other workers at once.
+    # hides the original for wait_time_seconds (20 s on AWS) more. Here both hand
+    # it back at once: a closing channel (a worker shutting down, SIGTERM: a
+    # scale-in, systemd) to other workers, and a message rejected with requeue
+    # (Celery's Reject(requeue=True)) to the queue, as RabbitMQ does. A task that
+    # requeues itself every time is not a loop forever: the task queues' redrive
+    # policy (deploy/provision.py, cloudworker.yaml) dead-letters it after 5 receives.
     def _restore(self, message: Any, *args: Any, **kwargs: Any) -> Any:
         info = message.delivery_info or {}
         sqs_message, url = info.get("sqs_message"), info.get("sqs_queue")
-        if not (self.closed or self.handing_back) or not sqs_message or not url:
+        if not sqs_message or not url:
             return super()._restore(message, *args, **kwargs)  # type: ignore[no-untyped-call]
         try:
             self.sqs().change_message_visibility(
@@ -518,6 +527,14 @@ def _headers_of(channel: SQS.Channel, message: dict[str, Any]) -> Any:
     except (ValueError, LimitExceeded, AttributeError, TypeError):
         return None  # what is wrong with it is found, and said, when it is delivered
     return envelope.get("headers") if isinstance(envelope, dict) else None
+
+
+def _receive_count(message: dict[str, Any]) -> int:
+    """How many times SQS has handed ``message`` out, this time included (1 if unknown)."""
+    try:
+        return int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _envelope_problem(payload: Any) -> str | None:

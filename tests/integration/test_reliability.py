@@ -88,3 +88,14 @@ def test_pool_process_killed_its_task_is_requeued(pool: Workers, tmp_path: Path)
     assert result.get(timeout=120) == 3
     assert len(executions(marker)) == 2
     assert pool.stack.pid("rel1") is not None
+
+
+def test_a_task_rejected_with_requeue_is_redelivered_at_once_and_says_so(
+    pool: Workers, tmp_path: Path
+) -> None:
+    marker = tmp_path / "requeue"
+    result = pool.app.send_task("tests.requeue_once", args=[str(marker)])
+    # Redelivered well within the visibility timeout (kombu's SQS transport hid a
+    # requeued message for wait_time_seconds more), and marked as a redelivery.
+    assert result.get(timeout=VISIBILITY - 2) == "second-pass"
+    assert executions(marker) == ["False", "True"]

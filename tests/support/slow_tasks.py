@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any
 
+from celery.exceptions import Reject
+
 from tasks import app
 
 
@@ -82,3 +84,13 @@ def record(values: list[Any], marker: str) -> list[Any]:
 def started_at(values: list[Any]) -> float:
     """A chord's body that returns when it started (epoch seconds), for measurements."""
     return time.time()
+
+
+@app.task(name="tests.requeue_once", bind=True)  # type: ignore[untyped-decorator]
+def requeue_once(self: Any, marker: str) -> str:
+    """Reject with requeue on a first delivery, succeed on a redelivery: Celery's pattern."""
+    with open(marker, "a", encoding="utf-8") as out:
+        out.write(f"{self.request.delivery_info.get('redelivered')}\n")
+    if not self.request.delivery_info.get("redelivered"):
+        raise Reject("not yet", requeue=True)
+    return "second-pass"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.sqs import _envelope_problem, _headers_of, seconds_until_due
+from tasks.sqs import _envelope_problem, _headers_of, _receive_count, seconds_until_due
 
 
 class Channel:
@@ -66,3 +66,17 @@ def test_an_eta_in_a_message_too_deep_to_read_is_left_to_delivery() -> None:
 )
 def test_an_envelope_kombu_cannot_take_is_named(payload: Any, problem: str | None) -> None:
     assert _envelope_problem(payload) == problem
+
+
+@pytest.mark.parametrize(
+    ("attributes", "count"),
+    [
+        ({"ApproximateReceiveCount": "1"}, 1),
+        ({"ApproximateReceiveCount": "3"}, 3),
+        ({}, 1),  # not fetched: a first delivery, as far as anyone can tell
+        ({"ApproximateReceiveCount": "many"}, 1),
+        (None, 1),
+    ],
+)
+def test_the_receive_count_is_read_from_the_message_attributes(attributes: Any, count: int) -> None:
+    assert _receive_count({"Body": "{}", "Attributes": attributes}) == count
