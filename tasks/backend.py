@@ -4,8 +4,13 @@ Worker side, when a task ends (success, failure, revocation), the full result
 record (Celery's meta: state, result or error with its type and message,
 traceback, date done) is written to ``results/<task_id>.json`` with a
 conditional write, so the first result of a task wins and a duplicate execution
-never replaces it. Then a notice goes to the response queue named by the task's
-``reply_to``: the record itself when it is small, otherwise a pointer to S3.
+never replaces it. A notice goes to the response queue named by the task's
+``reply_to``: the record itself when it is small, otherwise a pointer to S3. On
+a message's first delivery the notice is sent while the PUT runs, so the caller
+does not wait for S3; the task is acknowledged once both are done. A redelivered
+task (another run may have answered) stores first and notifies with the result
+that stood. A client that gets a notice may find the record in S3 a few
+milliseconds later than the notice; every other process reads S3 only.
 
 Client side, ``AsyncResult.get()`` waits by long-polling this process's own
 response queue (:class:`~tasks.mailbox.Mailbox`), so an answer arrives as soon
@@ -325,13 +330,35 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.services.states.finish(task_id)
         store = self.services.store()
         key = result_key(task_id)
-        if not store.put(key, record.encode("utf-8"), only_if_absent=True):
+        held = _HELD.get()
+        # On a task's first delivery a notice that carries its record goes beside
+        # the S3 PUT, not after it: the caller's answer does not wait for S3. (A
+        # notice that points to S3, for a large record, waits for the PUT.) This
+        # returns, and the task is acknowledged, only once both are done.
+        beside = (
+            self.services.notifier.send_beside(reply_to, task_id, state, record)
+            if held is None
+            and len(record) <= self.services.settings.inline_max_bytes
+            and _first_delivery(request, task_id)
+            else None
+        )
+        try:
+            stored = store.put(key, record.encode("utf-8"), only_if_absent=True)
+        finally:
+            if beside is not None:
+                beside.result()
+        if not stored:
             # A previous execution of this task already answered: that answer stands.
             log.info("task %s already has a result; keeping the first one", task_id)
             existing = store.get(key)
             if existing is not None:
+                if beside is not None and existing.decode("utf-8") != record:
+                    # Two first deliveries at once (a visibility that could not be
+                    # extended): the caller keeps the first notice it receives.
+                    log.warning("task %s: its notice went beside another run's result", task_id)
                 record = existing.decode("utf-8")
-        held = _HELD.get()
+        if beside is not None:
+            return result
         if held is not None:
             held[1].append((reply_to, task_id, state, record))
         else:
@@ -474,6 +501,21 @@ def _group_members_chained(chain: Any) -> list[dict[str, Any]]:
 
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _first_delivery(request: Any, task_id: str) -> bool:
+    """Whether ``request`` runs ``task_id`` from its message's first delivery.
+
+    Then no other run of the task can have stored a result, short of a message
+    whose visibility could not be extended, so its notice need not wait for the
+    S3 record to say which result stands. A redelivery (a crash, a requeue:
+    ``ApproximateReceiveCount`` > 1, tasks.sqs) stores first and notifies after,
+    with the result that stood.
+    """
+    if getattr(request, "id", None) != task_id:
+        return False
+    info = getattr(request, "delivery_info", None)
+    return isinstance(info, dict) and info.get("redelivered") is False
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -94,6 +94,82 @@ def test_failure_reraises_the_typed_error_with_the_workers_reason(app: Cloudwork
     assert result.successful() is False
 
 
+def running(task_id: str, backend: CloudworkerBackend, *, redelivered: bool) -> SimpleNamespace:
+    """The request of the worker running ``task_id``, as Celery hands it to the backend."""
+    return SimpleNamespace(
+        id=task_id,
+        reply_to=backend.reply_address(),
+        delivery_info={"redelivered": redelivered},
+        chord=None,
+        group=None,
+        parent_id=None,
+    )
+
+
+def test_on_a_first_delivery_the_notice_goes_while_the_result_is_put(
+    app: CloudworkerCelery, store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    task_id = sent(app)
+    backend = backend_of(app)
+    notified = threading.Event()
+    original_send, original_put = queues.send, store.put
+    order: list[str] = []
+
+    def send(url: str, body: str) -> None:
+        original_send(url, body)
+        notified.set()
+
+    def put(key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        # An S3 PUT slower than a SendMessage: it ends after the notice went, if
+        # the notice was sent beside it (sent after it, it would not have).
+        order.append("notice during put" if notified.wait(2) else "no notice during put")
+        return original_put(key, data, only_if_absent=only_if_absent)
+
+    queues.send = send  # type: ignore[method-assign]
+    store.put = put  # type: ignore[method-assign]
+    backend.store_result(
+        task_id, 5, states.SUCCESS, request=running(task_id, backend, redelivered=False)
+    )
+    assert order == ["notice during put"]
+    assert json.loads(store.objects[result_key(task_id)])["result"] == 5  # durable on return
+    assert app.AsyncResult(task_id).get(timeout=5) == 5
+
+
+def test_a_notice_that_points_to_s3_waits_for_the_put(
+    app: CloudworkerCelery, store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    task_id = sent(app)
+    backend = backend_of(app)
+    stored_when_notified: list[bool] = []
+    original_send = queues.send
+
+    def send(url: str, body: str) -> None:
+        stored_when_notified.append(result_key(task_id) in store.objects)
+        original_send(url, body)
+
+    queues.send = send  # type: ignore[method-assign]
+    large = "x" * (2 * SETTINGS.inline_max_bytes)  # the notice says "stored only"
+    backend.store_result(
+        task_id, large, states.SUCCESS, request=running(task_id, backend, redelivered=False)
+    )
+    assert stored_when_notified == [True]
+    assert app.AsyncResult(task_id).get(timeout=5) == large
+
+
+def test_a_redelivered_task_notifies_after_its_put_with_the_result_that_stood(
+    app: CloudworkerCelery, store: MemoryObjectStore
+) -> None:
+    task_id = sent(app)
+    backend = backend_of(app)
+    store.put(result_key(task_id), json.dumps(  # the first run's, before it crashed
+        {"task_id": task_id, "status": "SUCCESS", "result": "first", "traceback": None}
+    ).encode())  # fmt: skip
+    backend.store_result(
+        task_id, "second", states.SUCCESS, request=running(task_id, backend, redelivered=True)
+    )
+    assert app.AsyncResult(task_id).get(timeout=5) == "first"
+
+
 def test_a_task_this_process_did_not_send_is_read_from_s3(
     app: CloudworkerCelery, store: MemoryObjectStore
 ) -> None:
