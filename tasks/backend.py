@@ -338,6 +338,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         beside = (
             self.services.notifier.send_beside(reply_to, task_id, state, record)
             if held is None
+            and reply_to
             and len(record) <= self.services.settings.inline_max_bytes
             and _first_delivery(request, task_id)
             else None

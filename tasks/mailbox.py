@@ -339,7 +339,8 @@ class Notifier:
             return self._beside.submit(self.send, reply_to, task_id, state, record)
 
     def send(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
-        """Notify ``reply_to`` of ``task_id``'s ``state``; its record is in S3 already.
+        """Notify ``reply_to`` of ``task_id``'s ``state``; its record is in S3, or being put
+        there (:meth:`send_beside`, when the notice carries the record itself).
 
         Never raises: a queue that is gone or cannot be reached costs only the
         push, since the waiting client also looks in S3.
