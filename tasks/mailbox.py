@@ -321,8 +321,8 @@ class Notifier:
         self._queues = queues
         self._settings = settings
         self._urls: LRUCache = LRUCache(limit=_URL_MEMORY)  # type: ignore[no-untyped-call]
-        self._beside: ThreadPoolExecutor | None = None
-        self._beside_lock = threading.Lock()
+        # Its one thread starts on the first submit, in the process that submits.
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="cloudworker-notice")
 
     def send_beside(
         self, reply_to: str | None, task_id: str, state: str, record: str
@@ -330,13 +330,9 @@ class Notifier:
         """Start :meth:`send` on a thread of its own; the future says when it is done.
 
         So that the notice's SendMessage and the result's S3 PUT run at the same
-        time (one process's notices still go one after another). The thread is
-        made on first use, in the process that uses it (a pool process).
+        time (one process's notices still go one after another).
         """
-        with self._beside_lock:
-            if self._beside is None:
-                self._beside = ThreadPoolExecutor(1, thread_name_prefix="cloudworker-notice")
-            return self._beside.submit(self.send, reply_to, task_id, state, record)
+        return self._beside.submit(self.send, reply_to, task_id, state, record)
 
     def send(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
         """Notify ``reply_to`` of ``task_id``'s ``state``; its record is in S3, or being put

@@ -163,12 +163,7 @@ def load_into_worker_state(
             revoked.add(task_id, now=time.monotonic() - age)
             ids += 1
         elif item.key.startswith(REVOKED_STAMPED):
-            if merged is not None:
-                merged.add((item.key, item.last_modified))
-            stamps = _read_stamped(store, item.key)
-            if stamps:
-                _merge_stamps(revoked_stamps, stamps)
-                stamped += 1
+            stamped += _merge_once(store, item, set() if merged is None else merged, revoked_stamps)
     return Loaded(ids, stamped)
 
 
@@ -185,17 +180,26 @@ def refresh_stamped(
     now = now or datetime.now(UTC)
     expires = worker_state.REVOKE_EXPIRES if expires is None else expires
     revoked_stamps = worker_state.revoked_stamps if revoked_stamps is None else revoked_stamps
-    added = 0
-    for item, _ in unexpired(store.list(REVOKED_STAMPED), now=now, expires=expires):
-        write = (item.key, item.last_modified)
-        if write in merged:
-            continue
-        merged.add(write)
-        stamps = _read_stamped(store, item.key)
-        if stamps:
-            _merge_stamps(revoked_stamps, stamps)
-            added += 1
-    return added
+    listed = unexpired(store.list(REVOKED_STAMPED), now=now, expires=expires)
+    return sum(_merge_once(store, item, merged, revoked_stamps) for item, _ in listed)
+
+
+def _merge_once(
+    store: ObjectStore,
+    item: Listed,
+    merged: set[tuple[str, datetime]],
+    revoked_stamps: dict[str, Any],
+) -> int:
+    """Merge one stored revocation by stamped headers unless this write of it was; 1 if merged."""
+    write = (item.key, item.last_modified)
+    if write in merged:
+        return 0
+    merged.add(write)
+    stamps = _read_stamped(store, item.key)
+    if not stamps:
+        return 0
+    _merge_stamps(revoked_stamps, stamps)
+    return 1
 
 
 def _as_list(value: Any) -> list[Any]:
