@@ -74,6 +74,9 @@ class Settings:
     #: Clients send a task-sent event per task (with ``events``): Flower's "sent", the
     #: exporter's celery_task_sent_total and oldest waiting task. One more SNS publish per task.
     sent_events: bool = False
+    #: A pool process stores a successful task's result (and acknowledges the task once
+    #: it is stored) from a thread, taking its next task meanwhile (tasks/finishing.py).
+    background_results: bool = True
     #: Seconds a running task's state (STARTED, RETRY, update_state's) waits before it
     #: is written to S3 and pushed; later states within it replace it (latest wins).
     state_interval: float = 1.0

@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import states
@@ -47,6 +48,7 @@ from celery.result import result_from_tuple
 from tasks.aws import is_transient
 from tasks.chords import ChordJoin
 from tasks.codec import payload_prefix
+from tasks.finishing import finished_in_background
 from tasks.keys import group_key, result_key, result_payload_prefix, state_key
 from tasks.mailbox import is_stored_only, notice_state
 
@@ -328,19 +330,48 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
                 self.services.write_state(task_id, reply_to, state, record)
             return result
         self.services.states.finish(task_id)
+        held = _HELD.get()
+        first = _first_delivery(request, task_id)
+        finish = partial(self._put_and_notify, task_id, state, record, reply_to, first=first)
+        if (
+            state == states.SUCCESS
+            and held is None
+            and getattr(request, "id", None) == task_id
+            and finished_in_background(
+                self.app.tasks.get(getattr(request, "task", None)),
+                request,
+                self.services.settings,
+            )
+        ):
+            # The pool process goes on; a thread stores it, then acknowledges the task.
+            self.services.finisher.submit(task_id, finish)
+        else:
+            finish(held=None if held is None else held[1])
+        return result
+
+    def _put_and_notify(
+        self,
+        task_id: str,
+        state: str,
+        record: str,
+        reply_to: str | None,
+        *,
+        first: bool,
+        held: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Store a final ``record`` in S3 (the first one stored stands) and notify the caller."""
         store = self.services.store()
         key = result_key(task_id)
-        held = _HELD.get()
         # On a task's first delivery a notice that carries its record goes beside
         # the S3 PUT, not after it: the caller's answer does not wait for S3. (A
         # notice that points to S3, for a large record, waits for the PUT.) This
-        # returns, and the task is acknowledged, only once both are done.
+        # returns only once both are done; the task is acknowledged after.
         beside = (
-            self.services.notifier.send_beside(reply_to, task_id, state, record)
+            self.services.notifier.submit(reply_to, task_id, state, record)
             if held is None
             and reply_to
             and len(record) <= self.services.settings.inline_max_bytes
-            and _first_delivery(request, task_id)
+            and first
             else None
         )
         try:
@@ -359,12 +390,11 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
                     log.warning("task %s: its notice went beside another run's result", task_id)
                 record = existing.decode("utf-8")
         if beside is not None:
-            return result
+            return
         if held is not None:
-            held[1].append((reply_to, task_id, state, record))
+            held.append((reply_to, task_id, state, record))
         else:
             self.services.notifier.send(reply_to, task_id, state, record)
-        return result
 
     def mark_as_failure(  # noqa: PLR0917 - Celery's signature
         self,

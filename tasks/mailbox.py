@@ -36,8 +36,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from celery import states
@@ -45,6 +45,7 @@ from kombu.utils.functional import LRUCache
 
 from config import Settings
 from tasks.errors import ResponseQueueError
+from tasks.outbox import Outbox
 from tasks.queues import OwnedQueue, QueueGone, QueueService
 
 __all__ = [
@@ -315,49 +316,63 @@ class Mailbox:
 
 
 class Notifier:
-    """Sends notices to the response queues tasks name as their ``reply_to``."""
+    """Sends notices to the response queues tasks name as their ``reply_to``.
+
+    Every notice goes through one :class:`~tasks.outbox.Outbox` per process:
+    notices for the same response queue that are ready together (tasks ending
+    at once in this process's threads) share one ``SendMessageBatch``.
+    """
 
     def __init__(self, queues: Callable[[], QueueService], settings: Settings) -> None:
         self._queues = queues
         self._settings = settings
         self._urls: LRUCache = LRUCache(limit=_URL_MEMORY)  # type: ignore[no-untyped-call]
-        # Its one thread starts on the first submit, in the process that submits.
-        self._beside = ThreadPoolExecutor(1, thread_name_prefix="cloudworker-notice")
+        # Its one thread starts on the first notice, in the process that sends it.
+        self._outbox: Outbox[str, str] = Outbox(self._send, name="cloudworker-notices")
 
-    def send_beside(
-        self, reply_to: str | None, task_id: str, state: str, record: str
-    ) -> Future[None]:
-        """Start :meth:`send` on a thread of its own; the future says when it is done.
+    def submit(self, reply_to: str | None, task_id: str, state: str, record: str) -> Future[None]:
+        """Start sending the notice; the future is done once it went out or failed.
 
-        So that the notice's SendMessage and the result's S3 PUT run at the same
-        time (one process's notices still go one after another).
+        The future never holds an error: a queue that is gone or cannot be
+        reached costs only the push (logged here), since the waiting client
+        also looks in S3. When the notice carries the record itself, the
+        record may still be on its way to S3 meanwhile.
         """
-        return self._beside.submit(self.send, reply_to, task_id, state, record)
+        done: Future[None] = Future()
+        if not reply_to or reply_address_problem(reply_to, self._settings) is not None:
+            done.set_result(None)
+            return done
+        body = notice(task_id, state, record, inline_max_bytes=self._settings.inline_max_bytes)
+
+        def settle(sent: Future[None]) -> None:
+            exc = sent.exception()
+            if isinstance(exc, QueueGone):
+                log.info("response queue %s is gone; the result stays in S3", reply_to)
+            elif exc is not None:
+                log.error("could not notify %s of task %s: %s", reply_to, task_id, exc)
+            done.set_result(None)
+
+        self._outbox.put(reply_to, body).add_done_callback(settle)
+        return done
 
     def send(self, reply_to: str | None, task_id: str, state: str, record: str) -> None:
-        """Notify ``reply_to`` of ``task_id``'s ``state``; its record is in S3, or being put
-        there (:meth:`send_beside`, when the notice carries the record itself).
+        """Notify ``reply_to`` of ``task_id``'s ``state`` and wait until it went out.
 
-        Never raises: a queue that is gone or cannot be reached costs only the
-        push, since the waiting client also looks in S3.
+        Never raises (see :meth:`submit`).
         """
-        if not reply_to or reply_address_problem(reply_to, self._settings) is not None:
-            return
-        body = notice(task_id, state, record, inline_max_bytes=self._settings.inline_max_bytes)
-        try:
-            self._send(reply_to, body)
-        except QueueGone:
-            log.info("response queue %s is gone; the result stays in S3", reply_to)
-        except Exception:
-            log.exception("could not notify %s of task %s", reply_to, task_id)
+        self.submit(reply_to, task_id, state, record).result()
 
-    def _send(self, name: str, body: str) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Send the notices still waiting (at most ``timeout`` s), then stop the thread."""
+        self._outbox.close(timeout)
+
+    def _send(self, name: str, bodies: Sequence[str]) -> None:
         queues = self._queues()
         url = self._urls.get(name)
         if url is None:
             url = self._urls[name] = queues.url_of(name)
         try:
-            queues.send(url, body)
+            queues.send_many(url, bodies)
         except QueueGone:
             self._urls.pop(name, None)
             raise

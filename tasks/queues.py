@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from tasks.errors import QueueGone
+from tasks.errors import BatchSendError, QueueGone
 
 __all__ = [
     "BATCH",
+    "BATCH_BYTES",
     "CREATED_TAG",
+    "DELETED_ELSEWHERE",
     "GONE_CODES",
     "PURGE_IN_PROGRESS_CODES",
     "REASON_ATTRIBUTE",
@@ -42,6 +44,7 @@ __all__ = [
     "QueueService",
     "SQSQueueService",
     "batches",
+    "body_batches",
     "is_gone",
     "is_purge_in_progress",
     "name_of",
@@ -52,8 +55,15 @@ __all__ = [
 CREATED_TAG = "cloudworker:created"
 #: Tag of a queue one process owns: when it was last used (epoch seconds).
 SEEN_TAG = "cloudworker:seen"
+#: Set in a received message's ``delivery_info`` when its acknowledgement is only to
+#: take it out of the consumer's prefetch window: another process deletes it from
+#: SQS (:mod:`tasks.finishing`).
+DELETED_ELSEWHERE = "cloudworker_deleted_elsewhere"
 #: Most entries SQS takes in one batch request (send, delete, change visibility).
 BATCH = 10
+#: Most bytes of message bodies one SendMessageBatch (or SNS PublishBatch) takes, on
+#: queues created before 2025 (later ones take 1 MiB).
+BATCH_BYTES = 256 * 1024
 
 T = TypeVar("T")
 
@@ -62,6 +72,18 @@ def batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """``items`` in SQS batches of :data:`BATCH`."""
     for start in range(0, len(items), BATCH):
         yield items[start : start + BATCH]
+
+
+def body_batches(bodies: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``bodies`` in send batches: at most :data:`BATCH` and :data:`BATCH_BYTES` each."""
+    start, size = 0, 0
+    for end, body in enumerate(bodies):
+        if end > start and (end - start == BATCH or size + len(body) > BATCH_BYTES):
+            yield bodies[start:end]
+            start, size = end, 0
+        size += len(body)
+    if start < len(bodies):
+        yield bodies[start:]
 
 
 def receipt_entries(receipts: Sequence[str], **extra: Any) -> list[dict[str, Any]]:
@@ -94,6 +116,11 @@ class QueueService(ABC):
     @abstractmethod
     def send(self, url: str, body: str) -> None:
         """Send one message; :class:`QueueGone` when the queue does not exist."""
+
+    def send_many(self, url: str, bodies: Sequence[str]) -> None:
+        """Send several messages in as few requests as SQS takes them."""
+        for body in bodies:
+            self.send(url, body)
 
     @abstractmethod
     def receive(
@@ -210,6 +237,19 @@ class SQSQueueService(QueueService):
 
     def send(self, url: str, body: str) -> None:
         self._call("send_message", QueueUrl=url, MessageBody=body)
+
+    def send_many(self, url: str, bodies: Sequence[str]) -> None:
+        if len(bodies) == 1:
+            self.send(url, bodies[0])
+            return
+        for batch in body_batches(bodies):
+            entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
+            failed = self._call("send_message_batch", QueueUrl=url, Entries=entries).get("Failed")
+            if failed:
+                reasons = sorted({f.get("Message") or f.get("Code", "?") for f in failed})
+                raise BatchSendError(
+                    f"{len(failed)} of {len(entries)} messages were refused: {'; '.join(reasons)}"
+                )
 
     def receive(
         self,

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from config import Settings
 from tasks import aws
 from tasks.codec import ClaimCheck, Codec
+from tasks.finishing import ResultFinisher
 from tasks.keys import state_key
 from tasks.mailbox import Mailbox, Notifier
 from tasks.objectstore import ObjectStore, S3ObjectStore
@@ -103,6 +104,11 @@ class Services:
     def notifier(self) -> Notifier:
         """Sends this worker's notices to the callers' response queues."""
         return self._own("notifier", lambda: Notifier(self.queues, self.settings))
+
+    @property
+    def finisher(self) -> ResultFinisher:
+        """Stores this process's successful results in the background (:mod:`tasks.finishing`)."""
+        return self._own("finisher", lambda: ResultFinisher(self.queues))
 
     @property
     def states(self) -> StateWriter:

@@ -52,6 +52,9 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     max_retries = 8
     #: The worker checks each message before Celery's own strategy (tasks/admission.py).
     Strategy = "tasks.admission:strategy"
+    #: A success's message is deleted by the pool process once its result is stored
+    #: (tasks/finishing.py).
+    Request = "tasks.finishing:Request"
     #: The task's own check of its bound arguments (name -> value), which raises
     #: :class:`InvalidInput`; values may still be :class:`PayloadRef` on the worker's
     #: edge. Given as ``@app.task(argument_check=staticmethod(check))``.

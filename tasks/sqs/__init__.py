@@ -78,6 +78,7 @@ from tasks.codec import check_depth
 from tasks.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
 from tasks.queues import (
     BATCH,
+    DELETED_ELSEWHERE,
     GONE_CODES,
     REASON_ATTRIBUTE,
     REASON_KEY,
@@ -262,6 +263,10 @@ class Channel(FanoutChannel):
             url, receipt = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
         except (KeyError, TypeError):
             hub = None
+        else:
+            if info.get(DELETED_ELSEWHERE):  # the pool process deletes it (tasks.finishing)
+                virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+                return
         if hub is None:  # no event loop to flush from: delete now, as kombu does
             super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
             return

@@ -16,13 +16,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from tasks.errors import BatchSendError
-from tasks.queues import BATCH
+from tasks.queues import BATCH, BATCH_BYTES
 
 __all__ = ["BatchSendError", "BatchingClient", "SendBatch", "batch_sends", "current_batch"]
-
-#: SendMessageBatch takes at most ten messages (BATCH) and, on queues older than
-#: 2025, at most 256 KiB in all.
-_BATCH_BYTES = 256 * 1024
 
 
 class SendBatch:
@@ -42,7 +38,7 @@ class SendBatch:
             _, entries = self._pending.setdefault(url, (client, []))
             size = sum(len(e["MessageBody"]) for e in entries)
             if entries and (
-                len(entries) == BATCH or size + len(entry["MessageBody"]) > _BATCH_BYTES
+                len(entries) == BATCH or size + len(entry["MessageBody"]) > BATCH_BYTES
             ):
                 self._send(url)
                 _, entries = self._pending.setdefault(url, (client, []))

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tasks.queues import BATCH, BATCH_BYTES
+
 __all__ = ["BatchPublisher"]
 
 log = logging.getLogger(__name__)
 
 #: SNS's limits for one PublishBatch request.
-_BATCH_COUNT = 10
-_BATCH_BYTES = 256 * 1024
+_BATCH_COUNT = BATCH
 #: How long the thread waits for more messages to fill a batch.
 _LINGER = 0.2
 
@@ -91,7 +92,7 @@ class BatchPublisher:
                 break
             if item is None:
                 return batch, True
-            if item[0] != first[0] or size + len(item[1]) > _BATCH_BYTES:
+            if item[0] != first[0] or size + len(item[1]) > BATCH_BYTES:
                 self._send([item])  # another topic, or too big to join: on its own
                 continue
             batch.append(item)

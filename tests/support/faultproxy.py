@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -94,6 +95,7 @@ class FaultProxy:
         self._fault: str | None = None
         self._rate = 1.0
         self._delay = 0.0
+        self._operations: frozenset[str] | None = None
         self._random = random.Random(seed)
         self._latency_random = random.Random(seed)  # its own stream: faults draw as before
         self._lock = threading.Lock()
@@ -124,12 +126,23 @@ class FaultProxy:
         self._server.server_close()
         self._server.drop_connections()
 
-    def fault(self, kind: str | None, *, rate: float = 1.0, delay: float = 3.0) -> None:
-        """Set the fault (one of :data:`FAULTS`) for a share ``rate`` of requests, or clear it."""
+    def fault(
+        self,
+        kind: str | None,
+        *,
+        rate: float = 1.0,
+        delay: float = 3.0,
+        operations: Iterable[str] | None = None,
+    ) -> None:
+        """Set the fault (one of :data:`FAULTS`) for a share ``rate`` of requests, or clear it.
+
+        ``operations`` (``s3:PUT``, ``sqs:ReceiveMessage``...) limits it to those requests.
+        """
         if kind is not None and kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
             self._fault, self._rate, self._delay = kind, rate, delay
+            self._operations = None if operations is None else frozenset(operations)
         self._server.drop_connections()
 
     def operation_counts(self) -> Counter[str]:
@@ -168,6 +181,8 @@ class FaultProxy:
             self.requests += 1
             self.operations[operation] += 1
             if self._fault is None or self._random.random() >= self._rate:
+                return None, 0.0
+            if self._operations is not None and operation not in self._operations:
                 return None, 0.0
             self.injected += 1
             return self._fault, self._delay

@@ -1,0 +1,232 @@
+"""Finishing a successful task in the background: its result's PUT, its notice, its ack.
+
+On AWS an S3 PUT takes tens of milliseconds. A pool process that waits for
+its result's PUT before it takes the next task spends most of a short task
+idle. So, for a task that succeeded, the pool process hands the result to a
+thread of its own (:class:`ResultFinisher`) and goes on; the thread stores the
+record (the notice goes beside it, as before, :mod:`tasks.backend`) and only
+then deletes the task's message from SQS. The rule stands that a task is
+acknowledged only once its result is durable: the worker's main process, told
+that the task succeeded, takes the message out of its prefetch window without
+deleting it (:class:`Request`, and the transport's ``basic_ack``), and the
+deletion comes from the pool process once the PUT is done. Deletions, and
+notices to the same response queue, that are ready together share a batch
+request (:class:`~tasks.outbox.Outbox`).
+
+Which tasks (:func:`finished_in_background`, the one test both processes make):
+a success, of a task that acknowledges late and keeps its result, received from
+SQS, not run eagerly, and not a chord's header part (the part that completes
+the chord reads its siblings' results from S3 at once, so a part stores before
+it counts itself, as before). Failures, retries, rejections and revocations are
+stored and acknowledged as before, where Celery handles them.
+
+What can go wrong, and what then happens:
+
+* The pool process dies before the thread is done: the message was not deleted,
+  SQS delivers it again after the visibility timeout, the task runs again and
+  the first result stored stands (a conditional PUT).
+* The PUT fails (after boto3's retries): logged, the message is not deleted, and
+  it comes back the same way.
+* A pool process that exits in order (``worker_max_tasks_per_child``, a warm
+  shutdown) first finishes what it holds (``worker_process_shutdown``).
+* S3 is slow: at most ``_MAX_PENDING`` results per process wait for it; beyond
+  that the pool process waits for a slot, as it waited for every PUT before.
+
+``CLOUDWORKER_BACKGROUND_RESULTS=false`` turns this off (both processes read
+it); every result is then stored by the pool process before it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from celery import signals
+from celery import states as celery_states
+from celery.app.task import get_actual_ignore_result
+from celery.worker.request import Request as CeleryRequest
+
+from tasks.outbox import Outbox
+from tasks.queues import DELETED_ELSEWHERE, QueueService
+
+if TYPE_CHECKING:
+    from config import Settings
+
+__all__ = ["Request", "ResultFinisher", "finished_in_background"]
+
+log = logging.getLogger(__name__)
+
+#: Threads per pool process that store results (each waits on one S3 PUT).
+_THREADS = 8
+#: Most results per pool process waiting for S3 before the pool process waits too.
+_MAX_PENDING = 32
+#: Longest an acknowledgement waits for others to share its DeleteMessageBatch. The
+#: message stays hidden meanwhile; nobody waits on it.
+_ACK_LINGER = 0.2
+#: How long a pool process that exits waits for its results to be stored.
+_CLOSE_TIMEOUT = 30.0
+#: The finishers made in this process (a forked child's copies are its parent's).
+_finishers: weakref.WeakSet[ResultFinisher] = weakref.WeakSet()
+
+
+def finished_in_background(task: Any, request: Any, settings: Settings) -> tuple[str, str] | None:
+    """Where to delete ``request``'s message from, if a success of it is finished here.
+
+    ``(queue URL, receipt handle)`` when a success of ``request`` is stored, and its
+    message deleted, by a thread of the pool process; None when it is done as in
+    Celery. ``request`` is the task's context in the pool process, or the worker's
+    request in the main process: both make this same test.
+    """
+    if not settings.background_results or task is None:
+        return None
+    if getattr(request, "is_eager", False) or getattr(request, "chord", None):
+        return None
+    if not task.acks_late or get_actual_ignore_result(task, request):
+        return None
+    return _sqs_location(request)
+
+
+def _sqs_location(request: Any) -> tuple[str, str] | None:
+    """The queue URL and receipt handle of the SQS message behind ``request``."""
+    message = getattr(request, "message", None)
+    if message is not None:  # the worker's Request, in the main process
+        info, receipt = message.delivery_info or {}, message.delivery_tag
+    else:  # the task's Context, in the pool process: the message's properties
+        properties = getattr(request, "properties", None) or {}
+        info, receipt = properties.get("delivery_info") or {}, properties.get("delivery_tag")
+    url = info.get("sqs_queue")
+    if isinstance(url, str) and isinstance(receipt, str):
+        return url, receipt
+    return None
+
+
+class ResultFinisher:
+    """Stores results on threads of this process, then deletes their tasks' messages."""
+
+    def __init__(self, queues: Callable[[], QueueService]) -> None:
+        self._queues = queues
+        self._executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="cloudworker-result")
+        self._slots = threading.BoundedSemaphore(_MAX_PENDING)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Future[None]] = {}
+        self._deletes: Outbox[str, str] = Outbox(
+            self._delete_many, name="cloudworker-acks", linger=_ACK_LINGER
+        )
+        self._pid = os.getpid()
+        _finishers.add(self)
+
+    def submit(self, task_id: str, finish: Callable[[], None]) -> None:
+        """Run ``finish`` (store ``task_id``'s result) on a thread; wait only for a slot."""
+        self._slots.acquire()
+        job = self._executor.submit(finish)
+        job.add_done_callback(lambda _: self._slots.release())
+        with self._lock:
+            self._jobs[task_id] = job
+
+    def acknowledge_after(self, task_id: str, url: str, receipt: str) -> None:
+        """Delete the message once ``task_id``'s result is stored (at once if none is pending)."""
+        with self._lock:
+            job = self._jobs.pop(task_id, None)
+        if job is None:
+            self._delete(url, receipt)
+        else:
+            job.add_done_callback(partial(self._acknowledge_if_stored, task_id, url, receipt))
+
+    def discard(self, task_id: str) -> None:
+        """Forget ``task_id``'s pending result, if any (its message is acknowledged elsewhere)."""
+        with self._lock:
+            self._jobs.pop(task_id, None)
+
+    def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Store every pending result and send every acknowledgement, then stop."""
+        self._executor.shutdown(wait=True)
+        self._deletes.close(timeout)
+
+    def _acknowledge_if_stored(
+        self, task_id: str, url: str, receipt: str, job: Future[None]
+    ) -> None:
+        exc = job.exception()
+        if exc is not None:
+            log.error(
+                "task %s: its result could not be stored (%s); SQS will deliver it again",
+                task_id,
+                exc,
+            )
+            return
+        self._delete(url, receipt)
+
+    def _delete(self, url: str, receipt: str) -> None:
+        def settle(deleted: Future[None]) -> None:
+            exc = deleted.exception()
+            if exc is not None:
+                log.warning("could not delete an acknowledged message: %s", exc)
+
+        self._deletes.put(url, receipt).add_done_callback(settle)
+
+    def _delete_many(self, url: str, receipts: Sequence[str]) -> None:
+        self._queues().delete_messages(url, receipts)
+
+
+class Request(CeleryRequest):  # type: ignore[misc]
+    """The worker's request, which leaves a background success's ack to the pool process.
+
+    Celery makes a subclass of this per task (``create_request_cls``) whose
+    ``on_success`` acknowledges; :meth:`__init_subclass__` wraps it to note that
+    the task succeeded, so that :meth:`acknowledge` knows the message is to be
+    deleted by the pool process, not here.
+    """
+
+    _succeeded = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        on_success = cls.__dict__.get("on_success")
+        if on_success is not None:
+            cls.on_success = _noting_success(on_success)
+
+    def acknowledge(self) -> None:
+        settings = self.task.app.services.settings
+        if self._succeeded and finished_in_background(self.task, self, settings) is not None:
+            self.message.delivery_info[DELETED_ELSEWHERE] = True
+        super().acknowledge()
+
+
+def _noting_success(on_success: Callable[..., Any]) -> Callable[..., Any]:
+    def noted(self: Request, failed__retval__runtime: Any, **kwargs: Any) -> Any:
+        self._succeeded = not failed__retval__runtime[0]
+        return on_success(self, failed__retval__runtime, **kwargs)
+
+    return noted
+
+
+def _on_postrun(sender: Any = None, task_id: str = "", state: str = "", **kwargs: Any) -> None:
+    """In the process that ran the task: delete a background success's message once stored."""
+    services = getattr(getattr(sender, "app", None), "services", None)
+    if services is None:
+        return
+    finisher: ResultFinisher = services.finisher
+    location = finished_in_background(sender, sender.request, services.settings)
+    if location is None or state != celery_states.SUCCESS:
+        finisher.discard(task_id)
+        return
+    finisher.acknowledge_after(task_id, *location)
+
+
+def _on_process_exit(**_: Any) -> None:
+    """A pool process (or a solo worker) that exits stores what it holds first."""
+    for finisher in list(_finishers):
+        if finisher._pid == os.getpid():
+            finisher.close()
+
+
+signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=f"{__name__}.postrun")
+signals.worker_process_shutdown.connect(
+    _on_process_exit, weak=False, dispatch_uid=f"{__name__}.process_exit"
+)
+signals.worker_shutdown.connect(_on_process_exit, weak=False, dispatch_uid=f"{__name__}.exit")

@@ -1,0 +1,145 @@
+"""A pool process stores a success's result in the background, and acknowledges it after.
+
+A worker of its own (one pool process, its own queue) reaches the endpoint
+through a proxy (:mod:`tests.support.faultproxy`) that makes S3 PUTs slow or
+fail. Its pool process must take its next task while its last result is on its
+way to S3, must not have the task's message deleted before that result is
+stored, and, when the PUT fails, must leave the message for SQS to deliver
+again, so the result is stored by the next run (tasks/finishing.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench import latency
+from deploy import local
+from deploy.provision import provision
+from tasks.application import CloudworkerCelery, create_app
+from tasks.definitions import TaskSet, register
+from tasks.keys import result_key
+from tests.integration.conftest import ROOT, LocalStack
+from tests.support.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+WORKER = "finishing"
+QUEUE = "finishing"
+#: A received task stays hidden this long once its worker stops extending it.
+VISIBILITY = 6
+#: Every S3 PUT through the proxy takes this long (half of it before S3 has the object).
+SLOW_PUT = 8.0
+
+
+@dataclasses.dataclass
+class Worker:
+    proxy: FaultProxy
+    app: CloudworkerCelery
+    tasks: TaskSet
+
+
+@pytest.fixture(scope="module")
+def worker(local_stack: LocalStack) -> Iterator[Worker]:
+    settings = dataclasses.replace(
+        local_stack.settings, task_queue=QUEUE, visibility_timeout=VISIBILITY
+    )
+    provision(settings, sqs=local_stack.client("sqs"), s3=local_stack.client("s3"))
+    with FaultProxy(local_stack.env["AWS_ENDPOINT_URL"]) as proxy:
+        env = {
+            **os.environ,
+            **local_stack.env,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "CLOUDWORKER_TASK_QUEUE": QUEUE,
+            "CLOUDWORKER_VISIBILITY_TIMEOUT": str(VISIBILITY),
+            "CLOUDWORKER_WAIT_SECONDS": "5",
+            "CLOUDWORKER_INBOX_ENABLED": "false",
+            "PYTHONPATH": str(ROOT),
+        }
+        local.start_process(local_stack.stack, WORKER, local.worker_command(WORKER, 1), env)
+        app = create_app(settings)
+        try:
+            yield Worker(proxy, app, register(app))
+        finally:
+            app.services.mailbox.close()
+            local.stop_process(local_stack.stack, WORKER)
+
+
+def queue_name(stack: LocalStack) -> str:
+    return f"{stack.settings.queue_prefix}{QUEUE}"
+
+
+def stored(stack: LocalStack, task_id: str) -> dict[str, object] | None:
+    """The result record of ``task_id`` in S3, if it is there."""
+    s3 = stack.client("s3")
+    try:
+        body = s3.get_object(Bucket=stack.settings.bucket, Key=result_key(task_id))["Body"]
+    except s3.exceptions.NoSuchKey:
+        return None
+    record: dict[str, object] = json.loads(body.read())
+    return record
+
+
+def wait_until(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return bool(predicate())  # type: ignore[operator]
+
+
+def test_the_pool_process_takes_its_next_task_while_s3_stores_the_last_result(
+    stack: LocalStack, worker: Worker
+) -> None:
+    worker.proxy.latency = latency.Model(
+        "slow S3 PUT", {"s3:PUT": latency.Latency(SLOW_PUT, SLOW_PUT)}
+    )
+    try:
+        results = [worker.tasks.compute_stats.delay([i, i + 1, i + 2]) for i in range(4)]
+        answers = [r.get(timeout=60)["median"] for r in results]
+        # One pool process answered all four while the first result was still on its
+        # way to S3: it did not wait for that PUT before taking the next task.
+        first_stored_then = stored(stack, results[0].id)
+        in_flight_then = stack.queue_depth(queue_name(stack))
+    finally:
+        worker.proxy.latency = latency.NONE
+    assert answers == [1, 2, 3, 4]
+    assert first_stored_then is None
+    # ...and the tasks' messages were not deleted before their results were stored.
+    assert in_flight_then >= 1
+    # Once the PUTs are done, every record is in S3 and every message deleted.
+    assert wait_until(lambda: all(stored(stack, r.id) for r in results), timeout=4 * SLOW_PUT)
+    assert [stored(stack, r.id)["result"]["median"] for r in results] == [1, 2, 3, 4]  # type: ignore[index]
+    assert stack.wait_for_depth(queue_name(stack), 0, timeout=30)
+
+
+def test_a_success_whose_result_cannot_be_stored_is_delivered_again_and_stored_then(
+    stack: LocalStack, worker: Worker
+) -> None:
+    worker.proxy.fault("500", operations=["s3:PUT"])
+    try:
+        result = worker.tasks.compute_stats.delay([5, 6, 7])
+        # The notice went beside the PUT, so the caller has its answer...
+        assert result.get(timeout=60)["median"] == 6
+        # ...but the record could not be stored, so the message was not deleted.
+        assert wait_until(
+            lambda: "its result could not be stored" in stack.worker_log(WORKER), timeout=60
+        ), stack.worker_log(WORKER)[-3000:]
+        assert stored(stack, result.id) is None
+        assert stack.queue_depth(queue_name(stack)) == 1
+    finally:
+        worker.proxy.fault(None)
+    # SQS hands the message out again once its visibility lapses; that run stores it.
+    assert wait_until(lambda: stored(stack, result.id) is not None, timeout=VISIBILITY + 60)
+    assert stored(stack, result.id)["result"] == {  # type: ignore[index]
+        **result.get(timeout=5),
+    }
+    assert stack.wait_for_depth(queue_name(stack), 0, timeout=30)
+    log = stack.worker_log(WORKER)
+    assert log.count(f"[{result.id}] succeeded") == 2, log[-3000:]
