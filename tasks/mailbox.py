@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 _MEMORY = 10_000
 #: How many response queue URLs a worker remembers.
 _URL_MEMORY = 1024
+#: Longest a received notice waits for others to share its DeleteMessageBatch. It stays
+#: hidden meanwhile (the queue's visibility timeout), and nobody waits on it.
+_DELETE_LINGER = 0.2
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
@@ -142,6 +145,11 @@ class Mailbox:
         self._states: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
         #: Whether a thread is receiving for :meth:`wait` (the poller).
         self._polling = False
+        # Notices received are deleted by a thread, off the caller's path: the answer
+        # does not wait for a DeleteMessageBatch, and deletions of several polls share one.
+        self._deletes: Outbox[str, str] = Outbox(
+            self._delete_many, name="cloudworker-mailbox-acks", linger=_DELETE_LINGER
+        )
         #: Notices received for a task that already had one (a task run twice).
         self.duplicate_notices = 0
         #: Of those, notices whose result differed from the first (never expected).
@@ -241,8 +249,12 @@ class Mailbox:
             with self._lock:
                 self._file([m.body for m in messages])
                 self._filed.notify_all()
-            self._queues().delete_messages(url, [m.receipt for m in messages])
+            for message in messages:
+                self._deletes.put(url, message.receipt).add_done_callback(_log_failed_delete)
         return len(messages)
+
+    def _delete_many(self, url: str, receipts: Sequence[str]) -> None:
+        self._queues().delete_messages(url, receipts)
 
     def _file(self, bodies: list[str]) -> None:
         # Called with the lock held.
@@ -279,6 +291,9 @@ class Mailbox:
     def disown(self) -> None:
         """Forget the queue without deleting it: it is a parent process's (after a fork)."""
         self._queue = None
+        self._deletes = Outbox(
+            self._delete_many, name="cloudworker-mailbox-acks", linger=_DELETE_LINGER
+        )
         self._lock = threading.RLock()  # it may have been held by another thread at fork
         self._filed = threading.Condition(self._lock)
 
@@ -313,6 +328,12 @@ class Mailbox:
 
 
 # -- the worker half -------------------------------------------------------------------------
+
+
+def _log_failed_delete(deleted: Future[None]) -> None:
+    exc = deleted.exception()
+    if exc is not None and not isinstance(exc, QueueGone):  # gone: deleted with its queue
+        log.warning("could not delete a received notice (it may come again): %s", exc)
 
 
 class Notifier:

@@ -198,3 +198,26 @@ def test_reading_a_state_does_not_wait_for_another_threads_long_poll(
     assert finished.get(timeout=PATIENCE) == ("B", states.PENDING)
     backend.store_result(slow, "slow", states.SUCCESS, request=request)
     assert finished.get(timeout=PATIENCE) == ("A", "slow")  # A was still waiting
+
+
+def test_the_poller_has_its_answer_before_the_notice_is_deleted(
+    queues: WatchedQueues, finished: queue.Queue[tuple[str, Any]]
+) -> None:
+    mailbox, first, _, url = two_expected(queues)
+    release, deleted = threading.Event(), threading.Event()
+    original = queues.delete_messages
+
+    def slow_delete(url: str, receipts: Any) -> None:
+        assert release.wait(PATIENCE)
+        original(url, receipts)
+        deleted.set()
+
+    queues.delete_messages = slow_delete  # type: ignore[method-assign]
+    start("A", finished, lambda: mailbox.wait(first, PATIENCE))
+    queues.await_receives(1)
+    queues.send(url, notice(first, 1))
+    # The answer does not wait for the DeleteMessageBatch (a thread sends it after).
+    assert finished.get(timeout=PATIENCE) == ("A", notice(first, 1))
+    assert not deleted.is_set()
+    release.set()
+    assert deleted.wait(PATIENCE)
