@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, NoReturn
 
 from bench import DEFAULT_ENDPOINT, MINISTACK_TICK, report
 from bench.client import run_client
+from bench.report import PINGPONG
 from bench.stack import MONITORING_OFF, BenchStack, Worker
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -131,6 +133,7 @@ def run_stack_phases(
         stack.up()
         controls = stack.proxy_controls()
         proxy_args = [arg for side, url in controls.items() for arg in ("--proxy", f"{side}={url}")]
+        _run_pingpong(stack, plan, phase, log=log, into=results["roundtrip"], selected=selected)
         for worker in workers(plan):
             log(f"{worker.label}: switching to its worker")
             try:
@@ -185,6 +188,30 @@ def run_stack_phases(
         stopped = stack.down()
         log(f"stopped {', '.join(stopped) or 'nothing'}")
     return results
+
+
+def _run_pingpong(
+    stack: BenchStack,
+    plan: Plan,
+    phase: Callable[[str, str, list[str], dict[str, str]], Any],
+    *,
+    log: Progress,
+    into: dict[str, Any],
+    selected: list[str],
+) -> None:
+    """The floor's four requests with plain boto3, per latency profile (bench/pingpong.py)."""
+    if "roundtrip" not in selected:
+        return
+    assert stack.worker_proxy is not None
+    for profile in PROFILES:
+        stack.set_latency(profile)
+        label = f"pingpong [{profile}]"
+        log(f"{label}: the floor's four SQS requests with plain boto3, N={plan.latency_n}")
+        args = ["--n", str(plan.latency_n), "--responder-endpoint", stack.worker_proxy.url]
+        found = phase(label, "pingpong", args, stack.process_env)
+        if found is not None:
+            into[profile][PINGPONG] = found
+    stack.set_latency("none")
 
 
 def code_version() -> str:

@@ -1,7 +1,8 @@
 """Steady-state throughput: N ``compute_stats`` calls with a bounded number in flight.
 
-The client keeps ``--inflight`` tasks outstanding: it sends that many, then waits for the
-oldest result and sends the next task as each result comes back, until N results are in.
+The client keeps ``--inflight`` tasks outstanding, shared by ``--threads`` threads: each
+sends its share, then waits for its oldest result and sends its next task as each result
+comes back, until N results are in.
 So the task queue never holds more than ``--inflight`` messages and the endpoint works at a
 small queue depth, as a steady stream of work would keep it (a run that queues everything
 first measures how the endpoint copes with a deep queue instead).
@@ -26,6 +27,7 @@ One untimed warm-up call comes first, so client start-up is not charged to the r
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections import Counter, deque
 from typing import Any
@@ -43,7 +45,13 @@ from bench.client import (
 )
 from bench.cpu import snapshot
 
-__all__ = ["measure_throughput"]
+__all__ = ["THREADS", "measure_throughput"]
+
+#: Client threads, each keeping its share of the tasks in flight. One thread sending a
+#: task at a time (a SendMessage, 10 ms under the aws model) and waiting its results in
+#: order capped cloudworker at about 46 tasks/s whatever the worker's concurrency: the
+#: bench's client, not the system, was measured. Both systems get the same threads.
+THREADS = 6
 
 
 def measure_throughput(
@@ -56,6 +64,7 @@ def measure_throughput(
     watch: dict[str, int] | None = None,
     proxies: dict[str, str] | None = None,
     seed: int = 2,
+    threads: int = THREADS,
 ) -> dict[str, Any]:
     """Run ``n`` tasks keeping ``inflight`` outstanding; rate, CPU and requests per task."""
     watch, proxies = watch or {}, proxies or {}
@@ -65,38 +74,25 @@ def measure_throughput(
         inputs = payloads(n + 1, seed)
         check_result(client.get(client.delay(inputs[0])), inputs[0])  # warm-up
         steady_from, steady_to = inflight, max(inflight + 1, n - inflight)
-        marks: dict[int, float] = {}
+        threads = max(1, min(threads, inflight))
 
         counts_before = proxy_counts(proxies)
         cpu_before = {**snapshot(watch), "client": time.process_time()}
         started = time.perf_counter()
-        todo = iter(inputs[1:])
-        pending: deque[tuple[Any, list[int]]] = deque()
-        for numbers in todo:
-            pending.append((client.delay(numbers), numbers))
-            if len(pending) >= inflight:
-                break
-        done = 0
-        while pending:
-            result, numbers = pending.popleft()
-            check_result(client.get(result), numbers)
-            done += 1
-            if done in (steady_from, steady_to):
-                marks[done] = time.perf_counter()
-            following = next(todo, None)
-            if following is not None:
-                pending.append((client.delay(following), following))
+        done_at = _run_threads(client, inputs[1:], inflight, threads)
         finished = time.perf_counter()
         cpu_after = {**snapshot(watch), "client": time.process_time()}
         time.sleep(settle)
         counts_after = proxy_counts(proxies)
 
+        marks = {steady_from: done_at[steady_from - 1], steady_to: done_at[steady_to - 1]}
         steady_seconds = marks[steady_to] - marks[steady_from]
         report: dict[str, Any] = {
             "system": system,
             "interval": interval,
             "n": n,
             "inflight": inflight,
+            "threads": threads,
             "json_encoder": client.json_encoder,
             "seconds": finished - started,
             "tasks_per_s_overall": n / (finished - started),
@@ -121,6 +117,48 @@ def measure_throughput(
         client.close()
 
 
+def _run_threads(client: Any, inputs: list[list[int]], inflight: int, threads: int) -> list[float]:
+    """Run every input on ``threads`` threads sharing ``inflight``; when each result came."""
+    lock = threading.Lock()
+    done_at: list[float] = []
+    failures: list[BaseException] = []
+
+    def run(share: list[list[int]], window: int) -> None:
+        try:
+            todo = iter(share)
+            pending: deque[tuple[Any, list[int]]] = deque()
+            for numbers in todo:
+                pending.append((client.delay(numbers), numbers))
+                if len(pending) >= window:
+                    break
+            while pending:
+                result, numbers = pending.popleft()
+                check_result(client.get(result), numbers)
+                with lock:
+                    done_at.append(time.perf_counter())
+                following = next(todo, None)
+                if following is not None:
+                    pending.append((client.delay(following), following))
+        except BaseException as exc:  # raised again by the caller, from the main thread
+            failures.append(exc)
+
+    workers = [
+        threading.Thread(
+            target=run,
+            args=(inputs[i::threads], inflight // threads + (i < inflight % threads)),
+            name=f"bench-client-{i}",
+        )
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
+    return sorted(done_at)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=SYSTEMS, required=True)
@@ -128,6 +166,9 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=50)
     parser.add_argument("--interval", type=float, default=None, help="stock .get() interval")
     parser.add_argument("--settle", type=float, default=1.0)
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="client threads sharing the in-flight tasks"
+    )
     parser.add_argument(
         "--watch", action="append", default=[], metavar="NAME=PGID", help="report its CPU"
     )
@@ -144,6 +185,7 @@ def main() -> None:
             settle=args.settle,
             watch={name: int(pgid) for name, pgid in parse_pairs(args.watch).items()},
             proxies=parse_pairs(args.proxy),
+            threads=args.threads,
         )
     )
 
