@@ -9,7 +9,9 @@ never replaces it. A notice goes to the response queue named by the task's
 a message's first delivery the notice is sent while the PUT runs, so the caller
 does not wait for S3; the task is acknowledged once both are done. A redelivered
 task (another run may have answered) stores first and notifies with the result
-that stood. A client that gets a notice may find the record in S3 a few
+that stood. For most successes all of this runs on a thread of the pool process,
+which takes its next task meanwhile; that thread acknowledges the task once it
+is done (:mod:`tasks.finishing`). A client that gets a notice may find the record in S3 a few
 milliseconds later than the notice; every other process reads S3 only.
 
 Client side, ``AsyncResult.get()`` waits by long-polling this process's own
