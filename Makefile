@@ -61,10 +61,13 @@ demo: $(RUNTIME_STAMP) $(if $(filter ministack,$(CLOUDWORKER_LOCAL_ENDPOINT)),mi
 	 exit $$status
 
 ## The whole suite: lint and types, then unit and integration tests (which start
-## their own endpoint, workers and Flower, and stop them), then Celery 5.7.0's own
-## integration tests against cloudworker, on ministack (see celery-suite below).
+## their own endpoint, workers and Flower, and stop them) on moto, the integration
+## tests again on ministack (the other local endpoint: both are supported, so both
+## are tested), then Celery 5.7.0's own integration tests against cloudworker, on
+## ministack (see celery-suite below).
 test: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus check
 	$(PY) -m pytest
+	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m pytest -m integration tests/integration
 	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite
 
 ## Celery 5.7.0's own integration tests (t/integration, fetched from the pinned sdist
