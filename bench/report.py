@@ -754,12 +754,14 @@ def _bottleneck(data: Mapping[str, Any], endpoint: str) -> list[str]:
             if saturated
             else f"The total stayed under {SATURATED}% of the two cores in every run."
         ),
-        "Where the total is well under 200%, the rate is bounded by waiting: each pool "
-        "process waits for its task's result requests before it takes the next task "
-        "(cloudworker: the result PUT, with the notice beside it; stock: its S3 backend's "
-        "HEAD and PUT, one after the other, section 3), so under the `aws` model a pool "
-        "process finishes at most one small task per those requests' latency, whatever the "
-        "CPU.",
+        "Where the total is well under 200%, the rate is bounded by waiting. Stock's pool "
+        "process waits for its S3 backend's HEAD and PUT, one after the other (section 3), "
+        "before it takes the next task, so under the `aws` model it finishes at most one "
+        "small task per those requests' latency, whatever the CPU. cloudworker's pool "
+        "process hands a success's PUT (and the notice beside it) to a thread and takes its "
+        "next task (`tasks/finishing.py`), so its rows stay near the machine's CPU limit "
+        "with the model too; what is left below it is the client's threads waiting for "
+        "their answers.",
         "",
     ]
 
