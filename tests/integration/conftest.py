@@ -9,12 +9,13 @@ subprocess with that environment.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ import pytest
 
 from config import Settings
 from deploy import local
+from deploy.provision import provision
 from tasks.application import CloudworkerCelery, create_app
 from tasks.definitions import TaskSet, register
+from tests.support.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
+@dataclasses.dataclass
 class LocalStack:
     """A running local stack and what the tests need to use it."""
 
@@ -123,3 +126,43 @@ def stack(local_stack: LocalStack) -> LocalStack:
     """The session's stack, with its worker checked alive before each test."""
     assert local_stack.worker_alive(), local_stack.worker_log()[-3000:]
     return local_stack
+
+
+@dataclasses.dataclass
+class ProxiedWorker:
+    """A worker of its own, reaching the endpoint through a fault proxy, and a client of it."""
+
+    proxy: FaultProxy
+    app: CloudworkerCelery
+    tasks: TaskSet
+
+
+@contextlib.contextmanager
+def proxied_worker(
+    stack: LocalStack, name: str, queue: str, *, concurrency: int, **settings: Any
+) -> Iterator[ProxiedWorker]:
+    """Start worker ``name`` on task queue ``queue`` (provisioned here) behind a FaultProxy.
+
+    Only the worker goes through the proxy; the client this yields talks to the
+    endpoint directly. ``settings`` override the stack's (and the worker's environment).
+    """
+    settings_here = dataclasses.replace(stack.settings, task_queue=queue, **settings)
+    provision(settings_here, sqs=stack.client("sqs"), s3=stack.client("s3"))
+    with FaultProxy(stack.env["AWS_ENDPOINT_URL"]) as proxy:
+        env = {
+            **os.environ,
+            **stack.env,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "CLOUDWORKER_TASK_QUEUE": queue,
+            "CLOUDWORKER_WAIT_SECONDS": "5",
+            "CLOUDWORKER_INBOX_ENABLED": "false",
+            **{f"CLOUDWORKER_{key.upper()}": str(value) for key, value in settings.items()},
+            "PYTHONPATH": str(ROOT),
+        }
+        local.start_process(stack.stack, name, local.worker_command(name, concurrency), env)
+        app = create_app(settings_here)
+        try:
+            yield ProxiedWorker(proxy, app, register(app))
+        finally:
+            app.services.mailbox.close()
+            local.stop_process(stack.stack, name)

@@ -10,22 +10,15 @@ again, so the result is stored by the next run (tasks/finishing.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from bench import latency
-from deploy import local
-from deploy.provision import provision
-from tasks.application import CloudworkerCelery, create_app
-from tasks.definitions import TaskSet, register
 from tasks.keys import result_key
-from tests.integration.conftest import ROOT, LocalStack
-from tests.support.faultproxy import FaultProxy
+from tests.integration.conftest import LocalStack, ProxiedWorker, proxied_worker
 
 pytestmark = pytest.mark.integration
 
@@ -37,37 +30,12 @@ VISIBILITY = 6
 SLOW_PUT = 8.0
 
 
-@dataclasses.dataclass
-class Worker:
-    proxy: FaultProxy
-    app: CloudworkerCelery
-    tasks: TaskSet
-
-
 @pytest.fixture(scope="module")
-def worker(local_stack: LocalStack) -> Iterator[Worker]:
-    settings = dataclasses.replace(
-        local_stack.settings, task_queue=QUEUE, visibility_timeout=VISIBILITY
-    )
-    provision(settings, sqs=local_stack.client("sqs"), s3=local_stack.client("s3"))
-    with FaultProxy(local_stack.env["AWS_ENDPOINT_URL"]) as proxy:
-        env = {
-            **os.environ,
-            **local_stack.env,
-            "AWS_ENDPOINT_URL": proxy.url,
-            "CLOUDWORKER_TASK_QUEUE": QUEUE,
-            "CLOUDWORKER_VISIBILITY_TIMEOUT": str(VISIBILITY),
-            "CLOUDWORKER_WAIT_SECONDS": "5",
-            "CLOUDWORKER_INBOX_ENABLED": "false",
-            "PYTHONPATH": str(ROOT),
-        }
-        local.start_process(local_stack.stack, WORKER, local.worker_command(WORKER, 1), env)
-        app = create_app(settings)
-        try:
-            yield Worker(proxy, app, register(app))
-        finally:
-            app.services.mailbox.close()
-            local.stop_process(local_stack.stack, WORKER)
+def worker(local_stack: LocalStack) -> Iterator[ProxiedWorker]:
+    with proxied_worker(
+        local_stack, WORKER, QUEUE, concurrency=1, visibility_timeout=VISIBILITY
+    ) as started:
+        yield started
 
 
 def queue_name(stack: LocalStack) -> str:
@@ -95,7 +63,7 @@ def wait_until(predicate: object, timeout: float) -> bool:
 
 
 def test_the_pool_process_takes_its_next_task_while_s3_stores_the_last_result(
-    stack: LocalStack, worker: Worker
+    stack: LocalStack, worker: ProxiedWorker
 ) -> None:
     worker.proxy.latency = latency.Model(
         "slow S3 PUT", {"s3:PUT": latency.Latency(SLOW_PUT, SLOW_PUT)}
@@ -120,7 +88,7 @@ def test_the_pool_process_takes_its_next_task_while_s3_stores_the_last_result(
 
 
 def test_a_success_whose_result_cannot_be_stored_is_delivered_again_and_stored_then(
-    stack: LocalStack, worker: Worker
+    stack: LocalStack, worker: ProxiedWorker
 ) -> None:
     worker.proxy.fault("500", operations=["s3:PUT"])
     try:
