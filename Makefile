@@ -101,7 +101,7 @@ check: $(DEV_STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) $(MINISTACK_STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.payloads
 	$(PY) -m bench.monitoring
