@@ -210,12 +210,14 @@ def _on_postrun(sender: Any = None, task_id: str = "", state: str = "", **kwargs
     services = getattr(getattr(sender, "app", None), "services", None)
     if services is None:
         return
-    finisher: ResultFinisher = services.finisher
     location = finished_in_background(sender, sender.request, services.settings)
-    if location is None or state != celery_states.SUCCESS:
-        finisher.discard(task_id)
+    if location is None:  # nothing was handed to a thread: Celery acknowledges it
         return
-    finisher.acknowledge_after(task_id, *location)
+    finisher: ResultFinisher = services.finisher
+    if state == celery_states.SUCCESS:
+        finisher.acknowledge_after(task_id, *location)
+    else:  # an outcome after a stored success (a handler raised): the main process acks
+        finisher.discard(task_id)
 
 
 def _on_process_exit(**_: Any) -> None:

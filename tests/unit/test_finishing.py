@@ -239,3 +239,15 @@ def test_a_failure_is_stored_before_the_pool_process_goes_on(
     assert json.loads(store.objects[result_key(task_id)])["status"] == states.FAILURE
     time.sleep(0.5)  # longer than the acks' linger: the main process acknowledges a failure
     assert queues.deleted == []
+
+
+def test_a_task_finished_as_in_celery_makes_no_finisher(app: CloudworkerCelery) -> None:
+    task, task_id = app.tasks["t.add"], str(uuid.uuid4())
+    context = received(task_id)
+    context.properties = {}  # not from SQS: an eager run, a client process
+    task.request_stack.push(context)
+    try:
+        signals.task_postrun.send(sender=task, task_id=task_id, task=task, state=states.SUCCESS)
+    finally:
+        task.request_stack.pop()
+    assert "finisher" not in app.services._made  # no threads, no outbox in that process
