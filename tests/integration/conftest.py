@@ -14,7 +14,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from deploy.provision import provision
 from tasks.application import CloudworkerCelery, create_app
 from tasks.definitions import TaskSet, register
 from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,16 +90,23 @@ class LocalStack:
         return sum(int(v) for v in attributes.values())
 
     def wait_for_depth(self, name: str, expected: int, timeout: float = 30) -> bool:
-        """Whether queue ``name`` reaches ``expected`` messages within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.queue_depth(name) != expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return self.queue_depth(name) == expected
+        """Wait until queue ``name`` holds ``expected`` messages (true, or AssertionError)."""
+        return eventually(
+            lambda: self.queue_depth(name) == expected,
+            timeout=timeout,
+            interval=0.2,
+            what=lambda: f"{name} holds {expected} message(s), not {self.queue_depth(name)}",
+        )
 
     def response_queues(self) -> list[str]:
         sqs = self.client("sqs")
         urls = sqs.list_queues(QueueNamePrefix=self.settings.response_queue_prefix)
         return [u.rsplit("/", 1)[-1] for u in urls.get("QueueUrls", [])]
+
+
+#: The test stack's settings beside the local stack's own (deploy/local.py): a short long
+#: poll, since a stopping worker waits for the one in flight (the tests stop many).
+TEST_SETTINGS = {"CLOUDWORKER_WAIT_SECONDS": "2"}
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +115,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     saved = dict(os.environ)
     app: CloudworkerCelery | None = None
     try:
+        os.environ.update(TEST_SETTINGS)
         env = local.up(stack, workers=1, concurrency=2, flower=False)
         os.environ.update(env)
         settings = Settings.from_env(env)

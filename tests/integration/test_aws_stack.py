@@ -42,7 +42,7 @@ from deploy.aws import render
 from deploy.aws.names import TEMPLATE, password_parameter
 from deploy.endpoints import ENDPOINT_VARIABLE, chosen
 from tests.integration.conftest import ROOT, LocalStack
-from tests.integration.test_inbox import jpeg, wait_for_object
+from tests.support.inbox import jpeg, wait_for_object
 
 pytestmark = [
     pytest.mark.integration,

@@ -1,9 +1,14 @@
-"""The worker survives its endpoint failing: 5xx answers, resets, delays, a 30 s cut.
+"""The worker survives its endpoint failing: 5xx answers, resets, delays, a long cut.
 
 A second worker serves its own queue and reaches the endpoint only through a
 fault-injecting proxy (:mod:`tests.support.faultproxy`); the client talks to the
 endpoint directly. Every task must be answered, once, and the worker must be
 alive afterwards.
+
+Each fault lasts until the worker has met it: until the proxy has injected it into
+several of the worker's requests, and the cut until the worker has failed
+:data:`CUT_FAILURES` receives in a row (its backoff doubling each time), not for a
+fixed number of seconds.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import pytest
 from celery.result import AsyncResult
 
 from tests.integration.conftest import LocalStack, ProxiedWorker, proxied_worker
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 WORKER = "faulty"
+#: Requests of the worker's that each fault must hit before the next one is set.
+HITS = 4
+#: Receives in a row the worker must fail during the cut before the network comes back.
+CUT_FAILURES = 5
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +50,13 @@ def check(results: list[tuple[int, AsyncResult]], timeout: float = 240) -> None:
         assert result.get(timeout=max(1, deadline - time.monotonic()))["median"] == i + 1
 
 
-def test_worker_rides_out_5xx_resets_delays_and_a_30_second_cut(
+def hit(faulty: ProxiedWorker, times: int = HITS) -> None:
+    """Wait until the proxy has injected the current fault ``times`` more times."""
+    start = faulty.proxy.injected
+    eventually(lambda: faulty.proxy.injected - start >= times, what="the fault hit the worker")
+
+
+def test_worker_rides_out_5xx_resets_delays_and_a_long_cut(
     stack: LocalStack, faulty: ProxiedWorker
 ) -> None:
     proxy = faulty.proxy
@@ -48,16 +64,20 @@ def test_worker_rides_out_5xx_resets_delays_and_a_30_second_cut(
 
     proxy.fault("503", rate=0.5)
     batch = send(faulty, 5, 100)
-    time.sleep(6)
+    hit(faulty)
     proxy.fault("reset", rate=0.5)
     batch += send(faulty, 5, 200)
-    time.sleep(6)
+    hit(faulty)
     proxy.fault("delay", rate=0.5, delay=2)
     batch += send(faulty, 5, 300)
-    time.sleep(6)
+    hit(faulty)
     proxy.fault("cut")
     batch += send(faulty, 5, 400)
-    time.sleep(30)
+    eventually(
+        lambda: f"lost connection, {CUT_FAILURES} in a row" in stack.worker_log(WORKER),
+        what=lambda: f"{CUT_FAILURES} failed receives in a row: {stack.worker_log(WORKER)[-2000:]}",
+        timeout=120,
+    )
     proxy.fault(None)
     check(batch)
 

@@ -11,7 +11,6 @@ again, so the result is stored by the next run (tasks/finishing.py).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from bench import latency
 from tasks.keys import result_key
 from tests.integration.conftest import LocalStack, ProxiedWorker, proxied_worker
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +53,6 @@ def stored(stack: LocalStack, task_id: str) -> dict[str, object] | None:
     return record
 
 
-def wait_until(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return bool(predicate())  # type: ignore[operator]
-
-
 def test_the_pool_process_takes_its_next_task_while_s3_stores_the_last_result(
     stack: LocalStack, worker: ProxiedWorker
 ) -> None:
@@ -82,7 +73,12 @@ def test_the_pool_process_takes_its_next_task_while_s3_stores_the_last_result(
     # ...and the tasks' messages were not deleted before their results were stored.
     assert in_flight_then >= 1
     # Once the PUTs are done, every record is in S3 and every message deleted.
-    assert wait_until(lambda: all(stored(stack, r.id) for r in results), timeout=4 * SLOW_PUT)
+    eventually(
+        lambda: all(stored(stack, r.id) for r in results),
+        timeout=4 * SLOW_PUT,
+        interval=0.2,
+        what="every record stored",
+    )
     assert [stored(stack, r.id)["result"]["median"] for r in results] == [1, 2, 3, 4]  # type: ignore[index]
     assert stack.wait_for_depth(queue_name(stack), 0, timeout=30)
 
@@ -96,15 +92,22 @@ def test_a_success_whose_result_cannot_be_stored_is_delivered_again_and_stored_t
         # The notice went beside the PUT, so the caller has its answer...
         assert result.get(timeout=60)["median"] == 6
         # ...but the record could not be stored, so the message was not deleted.
-        assert wait_until(
-            lambda: "its result could not be stored" in stack.worker_log(WORKER), timeout=60
-        ), stack.worker_log(WORKER)[-3000:]
+        eventually(
+            lambda: "its result could not be stored" in stack.worker_log(WORKER),
+            interval=0.2,
+            what=lambda: f"the failed store logged: {stack.worker_log(WORKER)[-3000:]}",
+        )
         assert stored(stack, result.id) is None
         assert stack.queue_depth(queue_name(stack)) == 1
     finally:
         worker.proxy.fault(None)
     # SQS hands the message out again once its visibility lapses; that run stores it.
-    assert wait_until(lambda: stored(stack, result.id) is not None, timeout=VISIBILITY + 60)
+    eventually(
+        lambda: stored(stack, result.id) is not None,
+        timeout=VISIBILITY + 60,
+        interval=0.2,
+        what="the redelivered run stored the record",
+    )
     assert stored(stack, result.id)["result"] == {  # type: ignore[index]
         **result.get(timeout=5),
     }

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from tests.integration.conftest import LocalStack
+from tests.support.inbox import jpeg, wait_for_object
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return dict(s3.get_object(Bucket=bucket, Key=key))
-        except s3.exceptions.NoSuchKey:
-            time.sleep(0.2)
-    raise AssertionError(f"{key} did not appear within {timeout} s")
-
-
-def jpeg(color: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (120, 80), color).save(out, "JPEG", quality=95)
-    return out.getvalue()
 
 
 def test_dropped_image_appears_grey_in_the_outbox(stack: LocalStack) -> None:
@@ -58,9 +41,9 @@ def test_corrupt_image_is_reported_once_and_nothing_loops(stack: LocalStack) -> 
     report = json.loads(found["Body"].read())
     assert report["key"] == "inbox/corrupt.jpg"
     assert report["error"] == "InvalidImage" and "truncated" in report["reason"]
-    time.sleep(3)
-    assert stack.queue_depth(stack.settings.inbox_queue_name) == 0
-    assert stack.queue_depth(stack.settings.task_queue_name) == 0
+    # Both queues empty, nothing in flight: no event or task is left to come back.
+    assert stack.wait_for_depth(stack.settings.inbox_queue_name, 0)
+    assert stack.wait_for_depth(stack.settings.task_queue_name, 0)
     again = s3.head_object(Bucket=bucket, Key="outbox/corrupt.jpg.error.json")
     assert again["LastModified"] == found["LastModified"]
     assert stack.worker_log().count("inbox: queued inbox/corrupt.jpg") == 1

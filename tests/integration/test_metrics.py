@@ -11,10 +11,9 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from deploy import local
 from tests.integration.conftest import LocalStack
+from tests.support.waiting import eventually
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -62,10 +62,11 @@ def exporter(fleet: Workers, local_stack: LocalStack) -> str:
     ]
     local.start_process(fleet.stack, "exporter", command, fleet.env)
     local._wait_for_port(port, fleet.stack, "exporter")
-    deadline = time.monotonic() + 60
-    while not local._event_receivers(local_stack.env) - before:
-        assert time.monotonic() < deadline, "the exporter did not subscribe to the events"
-        time.sleep(0.5)
+    eventually(
+        lambda: local._event_receivers(local_stack.env) - before,
+        interval=0.5,
+        what="the exporter subscribed to the events",
+    )
     return f"127.0.0.1:{port}"
 
 
@@ -94,10 +95,12 @@ def prometheus(exporter: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _ready(url), "Prometheus did not become ready")
-        wait_for(
+        eventually(lambda: _ready(url), timeout=90, interval=0.5, what="Prometheus ready")
+        eventually(
             lambda: query(url, 'up{job="cloudworker"}') == [1.0],
-            "Prometheus did not scrape the exporter",
+            timeout=90,
+            interval=0.5,
+            what="Prometheus scraped the exporter",
         )
         yield url
     finally:
@@ -123,19 +126,14 @@ def query(url: str, promql: str) -> list[float]:
     return sorted(float(sample["value"][1]) for sample in body["data"]["result"])
 
 
-def wait_for(condition: Callable[[], bool], failure: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.5)
-
-
 def settle(url: str, promql: str, expected: list[float], timeout: float = 90) -> None:
     """Wait until ``promql`` gives ``expected``; fail with what it gave last."""
-    deadline = time.monotonic() + timeout
-    while (found := query(url, promql)) != expected:
-        assert time.monotonic() < deadline, f"{promql} gave {found}, not {expected}"
-        time.sleep(0.5)
+    eventually(
+        lambda: query(url, promql) == expected,
+        timeout=timeout,
+        interval=0.5,
+        what=lambda: f"{promql} gave {query(url, promql)}, not {expected}",
+    )
 
 
 def test_prometheus_reads_known_tasks_a_failure_the_queue_and_the_worker(

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from deploy import local
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from tasks.topics import SNSTopicService
 from tests.integration.conftest import ROOT, LocalStack
+from tests.support.waiting import eventually
 from tests.support.webdriver import BROWSER, DRIVER, WebDriver
 
 pytestmark = pytest.mark.integration
@@ -66,16 +67,6 @@ def flower(local_stack: LocalStack) -> Iterator[Flower]:
         yield Flower(env["CLOUDWORKER_FLOWER_URL"], env[USER_VARIABLE], env[PASSWORD_VARIABLE])
     finally:
         local.stop_process(local_stack.stack, "flower")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, pause: float = 0.5) -> Any:
-    """``check()``'s first truthy value within ``timeout`` seconds (else the last one)."""
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(pause)
-        value = check()
-    return value
 
 
 def celery(stack: LocalStack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -140,7 +131,7 @@ def test_flower_lists_the_tasks_with_state_arguments_result_and_runtime(
         done = {i: t for i, t in tasks.items() if i in sent and t["state"] == states.SUCCESS}
         return done if len(done) == len(sent) else {}
 
-    tasks = wait_for(listed)
+    tasks = eventually(listed, interval=0.5, what="Flower lists both tasks")
     assert set(tasks) == set(sent)
     for task_id, n in sent.items():
         task = tasks[task_id]
@@ -157,7 +148,7 @@ def test_flower_shows_the_worker_online(stack: LocalStack, flower: Flower) -> No
         assert status == 200
         return {name: up for name, up in workers.items() if up}
 
-    workers = wait_for(online)
+    workers = eventually(online, interval=0.5, what="Flower shows a worker online")
     assert [name.split("@")[0] for name in workers] == ["worker1"]
 
 
@@ -219,8 +210,12 @@ def test_control_rate_limit_is_applied_by_the_worker(stack: LocalStack) -> None:
         result = celery(stack, "control", "rate_limit", "tasks.compute_stats", "600/m")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "new rate limit set successfully" in result.stdout
-        assert "New rate limit for tasks of type tasks.compute_stats: 600/m" in wait_for(
-            lambda: "600/m" in stack.worker_log() and stack.worker_log(), timeout=10
+        eventually(
+            lambda: (
+                "New rate limit for tasks of type tasks.compute_stats: 600/m" in stack.worker_log()
+            ),
+            timeout=10,
+            what="the worker logged the new rate limit",
         )
     finally:
         celery(stack, "control", "rate_limit", "tasks.compute_stats", "0")
@@ -230,8 +225,12 @@ def test_a_revoked_task_does_not_run(stack: LocalStack) -> None:
     result = stack.tasks.compute_stats.apply_async(([4, 5, 6],), countdown=4)
     stack.app.control.revoke(result.id)
     with pytest.raises(TaskRevokedError):
-        result.get(timeout=60)
-    assert f"Discarding revoked task: tasks.compute_stats[{result.id}]" in stack.worker_log()
+        result.get(timeout=60)  # REVOKED at once: the worker that heard the revoke says so
+    # Once its countdown is over, the worker receives it, and discards it.
+    eventually(
+        lambda: f"Discarding revoked task: tasks.compute_stats[{result.id}]" in stack.worker_log(),
+        what="the worker discarded the task",
+    )
     assert f"tasks.compute_stats[{result.id}] succeeded" not in stack.worker_log()
 
 
@@ -244,13 +243,14 @@ def test_no_receiver_queue_or_subscription_is_left_after_flower_and_events_exit(
     events = start(stack, [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"])
     try:
         # Each has an event queue, subscribed to the events topic; Flower also reply queues.
-        mine = wait_for(
-            lambda: (
-                (new := receiver_queues(stack) - before)
-                and sum("-rx-events-" in q for q in new) == 2
-                and {q for q in new if "-rx-events-" in q} <= subscribed_queues(stack)
-                and new
-            )
+        def both_subscribed() -> set[str] | None:
+            new = receiver_queues(stack) - before
+            events_queues = {q for q in new if "-rx-events-" in q}
+            subscribed = len(events_queues) == 2 and events_queues <= subscribed_queues(stack)
+            return new if subscribed else None
+
+        mine = eventually(
+            both_subscribed, interval=0.5, what="Flower's and celery events' queues subscribed"
         )
         assert sum("-rx-events-" in q for q in mine) == 2, mine
         assert {q for q in mine if "-rx-events-" in q} <= subscribed_queues(stack)
@@ -267,7 +267,9 @@ def test_a_crashed_receivers_queue_and_subscription_are_reaped(stack: LocalStack
     before = receiver_queues(stack)
     events = start(stack, [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"])
     try:
-        orphans = wait_for(lambda: receiver_queues(stack) - before)
+        orphans = eventually(
+            lambda: receiver_queues(stack) - before, interval=0.5, what="a receiver queue made"
+        )
         assert len(orphans) == 1 and orphans <= subscribed_queues(stack)
     finally:
         events.send_signal(signal.SIGKILL)
@@ -290,16 +292,23 @@ def test_a_crashed_receivers_queue_and_subscription_are_reaped(stack: LocalStack
 def test_a_worker_whose_control_queue_is_deleted_creates_it_again(stack: LocalStack) -> None:
     """``reap --max-age 0`` (or anyone) deletes a live worker's control queue: it comes back."""
     (control,) = [q for q in receiver_queues(stack) if "-control-" in q]
+    logged = len(stack.worker_log())
     stack.client("sqs").delete_queue(QueueUrl=stack.queue_url(control))
-    assert control not in receiver_queues(stack)
     # The worker's next receive on it fails: it creates the queue again and subscribes it.
-    assert wait_for(lambda: control in receiver_queues(stack), timeout=90)
-    assert stack.worker_alive(), stack.worker_log()[-3000:]
-    assert f"receiver queue {control} had been deleted; created it again" in stack.worker_log()
-    pong = wait_for(
-        lambda: "pong" in (out := celery(stack, "inspect", "ping").stdout) and out, timeout=60
+    recreated = f"receiver queue {control} had been deleted; created it again"
+    eventually(
+        lambda: recreated in stack.worker_log()[logged:],
+        timeout=90,
+        what=lambda: f"{recreated!r} logged: {stack.worker_log()[-3000:]}",
     )
-    assert pong and "worker1@" in pong
+    assert control in receiver_queues(stack)
+    assert stack.worker_alive(), stack.worker_log()[-3000:]
+    pong = eventually(
+        lambda: out if "pong" in (out := celery(stack, "inspect", "ping").stdout) else None,
+        interval=0.5,
+        what="a pong",
+    )
+    assert "worker1@" in pong
     assert control in subscribed_queues(stack)
 
 
@@ -318,17 +327,26 @@ def test_an_event_receiver_whose_queue_is_deleted_creates_it_again(
             stderr=subprocess.STDOUT,
         )
     try:
-        mine = wait_for(lambda: (new := receiver_queues(stack) - before) <= subscribed_queues(
-            stack) and new)  # fmt: skip
+
+        def subscribed() -> set[str] | None:
+            new = receiver_queues(stack) - before
+            return new if new and new <= subscribed_queues(stack) else None
+
+        mine = eventually(subscribed, interval=0.5, what="the receiver's queue subscribed")
         assert mine and len(mine) == 1
         (queue,) = mine
         stack.client("sqs").delete_queue(QueueUrl=stack.queue_url(queue))
-        assert wait_for(lambda: queue in receiver_queues(stack) & subscribed_queues(stack), 90)
+        eventually(
+            lambda: queue in receiver_queues(stack) & subscribed_queues(stack),
+            timeout=90,
+            interval=0.5,
+            what="the receiver's queue is back and subscribed",
+        )
         sent = stack.tasks.compute_stats.delay([5, 6])
         assert sent.get(timeout=60)["count"] == 2
         # The events of a task sent after the queue came back reach the receiver.
         succeeded = f"task succeeded: tasks.compute_stats({sent.id})"
-        assert wait_for(lambda: succeeded in dump.read_text())
+        eventually(lambda: succeeded in dump.read_text(), what="the receiver got the event")
         assert events.poll() is None  # still running
     finally:
         events.send_signal(signal.SIGINT)
@@ -356,6 +374,6 @@ def test_flowers_tasks_page_in_a_real_browser_shows_a_submitted_task(
             text: str = browser.run("return document.body.innerText;")
             return text if result.id in text else ""
 
-        text = wait_for(page_text, timeout=60, pause=1)
+        text = eventually(page_text, interval=1, what="the task on Flower's page")
     assert result.id in text
     assert "SUCCESS" in text.split(result.id, 1)[1][:400]

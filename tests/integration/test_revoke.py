@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from celery.exceptions import TaskRevokedError
 from deploy import local
 from tasks.revocations import remember
 from tests.integration.conftest import LocalStack
+from tests.support.waiting import eventually
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -50,15 +51,6 @@ def pool(local_stack: LocalStack) -> Iterator[Workers]:
         workers.close(WORKER)
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def state_elsewhere(stack: LocalStack, task_id: str) -> str:
     """``state result-type`` of ``task_id`` as a new process reads it."""
     done = stack.run("-c", READ_STATE, task_id, timeout=60)
@@ -75,7 +67,10 @@ def log_since(workers: Workers, offset: int) -> str:
 def refused_or_ran(workers: Workers, offset: int, task_id: str, marker: Path) -> str:
     """Wait until the worker refused ``task_id`` or ran it; return its log since ``offset``."""
     refused = f"Discarding revoked task: tests.slow[{task_id}]"
-    wait_until(lambda: refused in log_since(workers, offset) or marker.exists())
+    eventually(
+        lambda: refused in log_since(workers, offset) or marker.exists(),
+        what=f"the worker refused or ran {task_id}",
+    )
     return log_since(workers, offset)
 
 
@@ -174,13 +169,14 @@ def test_revoke_with_terminate_ends_a_running_task_as_revoked(
     try:
         marker, finished = tmp_path / "ran", tmp_path / "finished"
         result = pool.app.send_task("tests.slow", args=[60, str(marker), str(finished)])
-        wait_until(marker.exists)
+        eventually(marker.exists, what="the task started")
         (pid,) = (int(line) for line in marker.read_text().split())
         asked = time.monotonic()
         result.revoke(terminate=True)
         with pytest.raises(TaskRevokedError):
             result.get(timeout=30)
-        wait_until(lambda: not alive(pid), timeout=30)  # the pool process running it ended
+        # The pool process running it ended.
+        eventually(lambda: not alive(pid), timeout=30, what="the pool process ended")
         assert time.monotonic() - asked < 30  # long before the task's 60 s
         assert state_elsewhere(local_stack, result.id) == "REVOKED TaskRevokedError"
         assert local_stack.wait_for_depth(pool.app.services.settings.task_queue_name, 0)

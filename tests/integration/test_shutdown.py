@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import LocalStack
+from tests.support.waiting import eventually
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -25,6 +25,9 @@ pytestmark = pytest.mark.integration
 #: Far longer than the test waits: a message left in flight would fail it.
 VISIBILITY = 300
 QUEUE = "shutdown"
+#: For the second workers, which only finish what the first handed back: a stopping
+#: worker waits for its long poll, and theirs need not be the 20 s under test.
+SHORT_POLL = {"CLOUDWORKER_WAIT_SECONDS": "2"}
 
 
 def messages(stack: LocalStack) -> tuple[int, int]:
@@ -60,35 +63,23 @@ def test_sigterm_hands_held_tasks_back_at_once_and_each_runs_once(
     def started() -> int:
         return sum(marker.exists() for marker in markers)
 
-    deadline = time.monotonic() + 60
-    while started() < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: started() >= 2, what="two tasks started")
     assert started() == 2  # two running; the worker holds the other eight
     pid = fleet.stack.pid("down1")
     assert pid is not None
     os.kill(pid, signal.SIGTERM)  # the main process only, as systemd's KillMode=mixed
-    deadline = time.monotonic() + 60
-    while fleet.stack.pid("down1") is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert fleet.stack.pid("down1") is None
+    eventually(lambda: fleet.stack.pid("down1") is None, what="down1 stopped")
     # The two running tasks finished and were acknowledged; the eight held ones
     # are visible again right away: none left in flight, none copied.
     assert started() == 2
     assert messages(local_stack) == (8, 0)
-    fleet.start("down2", wait_ready=True)
+    fleet.start("down2", wait_ready=True, env=SHORT_POLL)
     try:
         assert [result.get(timeout=120) for result in results] == [3] * 10
     finally:
         fleet.stop("down2")
-    time.sleep(3)
+    assert local_stack.wait_for_depth(fleet.app.services.settings.task_queue_name, 0)
     assert [len(marker.read_text().split()) for marker in markers] == [1] * 10
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert condition()
 
 
 def lines(path: Path) -> int:
@@ -106,18 +97,18 @@ def test_tasks_running_when_the_grace_period_ends_are_handed_back_at_once(
         fleet.app.send_task("tests.slow", args=[600, str(marker), str(done)], kwargs={"again": 0.5})
         for marker, done in zip(markers, finished, strict=True)
     ]
-    wait_for(lambda: sum(lines(marker) for marker in markers) == 2)
+    eventually(lambda: sum(lines(marker) for marker in markers) == 2, what="two tasks started")
     pid = fleet.stack.pid("grace1")
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: fleet.stack.pid("grace1") is None)
+    eventually(lambda: fleet.stack.pid("grace1") is None, what="grace1 stopped")
     # Both were cut short after the grace period and are visible again at once,
     # not after the 300 s visibility timeout.
     assert [lines(done) for done in finished] == [0, 0]
     assert messages(local_stack) == (2, 0)
     log = local_stack.stack.log_file("grace1").read_text()
     assert "shutdown grace of 2 s is over: handing back 2 running task(s)" in log
-    fleet.start("grace2", wait_ready=True)
+    fleet.start("grace2", wait_ready=True, env=SHORT_POLL)
     try:
         assert [result.get(timeout=60) for result in results] == [600, 600]
     finally:
@@ -139,7 +130,7 @@ def short_fleet(local_stack: LocalStack) -> Iterator[Workers]:
 
 
 def test_running_tasks_stay_hidden_while_they_finish_in_the_grace_period(
-    short_fleet: Workers, tmp_path: Path
+    short_fleet: Workers, local_stack: LocalStack, tmp_path: Path
 ) -> None:
     short_fleet.start("short1", wait_ready=True, env={"CLOUDWORKER_SHUTDOWN_GRACE": "60"})
     markers = [tmp_path / f"task{n}" for n in range(6)]
@@ -148,7 +139,7 @@ def test_running_tasks_stay_hidden_while_they_finish_in_the_grace_period(
         short_fleet.app.send_task("tests.slow", args=[8, str(marker), str(done)])
         for marker, done in zip(markers, finished, strict=True)
     ]
-    wait_for(lambda: sum(lines(marker) for marker in markers) == 2)
+    eventually(lambda: sum(lines(marker) for marker in markers) == 2, what="two tasks started")
     pid = short_fleet.stack.pid("short1")
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
@@ -156,7 +147,8 @@ def test_running_tasks_stay_hidden_while_they_finish_in_the_grace_period(
     # (8 s each, well past the 3 s visibility timeout) and hands back the other four.
     short_fleet.start("short2", wait_ready=True)
     assert [result.get(timeout=120) for result in results] == [8] * 6
-    wait_for(lambda: short_fleet.stack.pid("short1") is None)
-    time.sleep(4)  # past one more visibility timeout: nothing comes back
+    eventually(lambda: short_fleet.stack.pid("short1") is None, what="short1 stopped")
+    # Every message deleted: nothing can come back after another visibility timeout.
+    assert local_stack.wait_for_depth(short_fleet.app.services.settings.task_queue_name, 0)
     assert [lines(marker) for marker in markers] == [1] * 6
     assert [lines(done) for done in finished] == [1] * 6

@@ -7,7 +7,6 @@ asserts on how long anything took.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from celery import states
 
 from tasks.application import create_app
 from tests.integration.conftest import LocalStack
+from tests.support.waiting import eventually
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -36,13 +36,12 @@ def fleet(local_stack: LocalStack) -> Iterator[Workers]:
 def observe(fleet: Workers, task_id: str, until: Callable[[Any], bool]) -> Any:
     """A fresh app (as another process has) reading ``task_id`` until ``until(result)``."""
     other = create_app(fleet.app.services.settings)
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        result = other.AsyncResult(task_id)
-        if until(result):
-            return result.state, result.info
-        time.sleep(0.1)
-    raise AssertionError(f"{task_id} never reached the state looked for")
+    result = eventually(
+        lambda: found if until(found := other.AsyncResult(task_id)) else None,
+        timeout=PATIENCE,
+        what=f"{task_id} reached the state looked for",
+    )
+    return result.state, result.info
 
 
 def test_a_progress_bar_fed_by_update_state(fleet: Workers) -> None:

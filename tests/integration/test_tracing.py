@@ -11,7 +11,6 @@ one SQS batch with other traces' tasks. An inbox object is a trace of its own.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from tasks.codec import ClaimCheck, PayloadRef
 from tasks.definitions import TaskSet, register
 from tasks.keys import task_payload_prefix
 from tests.integration.conftest import LocalStack
-from tests.integration.test_inbox import jpeg, wait_for_object
+from tests.support.inbox import jpeg, wait_for_object
 from tests.support.otel import instrumented_celery
+from tests.support.waiting import eventually
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
@@ -79,9 +79,11 @@ class Fleet:
         self, wanted: Callable[[dict[str, Any]], bool], count: int
     ) -> list[dict[str, Any]]:
         """The worker's spans ``wanted`` picks, once there are ``count`` of them."""
-        deadline = time.monotonic() + 60
-        while sum(map(wanted, self.spans())) < count and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(
+            lambda: sum(map(wanted, self.spans())) >= count,
+            interval=0.2,
+            what=f"{count} of the spans wanted",
+        )
         spans = [span for span in self.spans() if wanted(span)]
         assert len(spans) == count, (spans, self.spans())
         return spans

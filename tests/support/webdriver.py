@@ -13,11 +13,12 @@ import json
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support.waiting import eventually
 
 __all__ = ["BROWSER", "DRIVER", "WebDriver"]
 
@@ -103,10 +104,8 @@ class WebDriver:
             return json.loads(response.read())["value"]
 
     def _wait_until_listening(self, port: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def listening() -> bool:
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"chromedriver did not start on port {port}")
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        eventually(listening, timeout=timeout, what=f"chromedriver listening on port {port}")
