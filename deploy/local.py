@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config import Settings
+from config import PREFIX, Settings
 from deploy.endpoints import ENDPOINT_VARIABLE, chosen
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from deploy.provision import provision
@@ -44,6 +44,7 @@ __all__ = [
     "Stack",
     "down",
     "log_size",
+    "settings_from",
     "start_process",
     "stop_process",
     "up",
@@ -137,7 +138,7 @@ def up(
     stack = stack or default_stack()
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     previous = stack.read_env()
-    env = dict(LOCAL_SETTINGS)
+    env = {**LOCAL_SETTINGS, **settings_from(os.environ)}
     port = _port_of(previous.get("AWS_ENDPOINT_URL", ""))
     kind = chosen(os.environ)
     restarted = False
@@ -182,6 +183,17 @@ def up(
         # Ready: consuming tasks and answering remote control (`celery inspect ping`).
         wait_for_log(stack, name, offset, READY_MARK)
     return env
+
+
+def settings_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """cloudworker's settings set in ``environ``: they override the local stack's own.
+
+    ``CLOUDWORKER_WAIT_SECONDS=2 make up`` gives the stack a short long poll (a worker
+    stops within one: the test stacks use this), written to ``.run/env`` like the rest.
+    Only the variables of :class:`config.Settings` are taken, never Flower's or AWS's.
+    """
+    names = {PREFIX + field.name.upper() for field in fields(Settings)}
+    return {name: value for name, value in environ.items() if name in names}
 
 
 def _flower_settings(previous: Mapping[str, str]) -> dict[str, str]:
