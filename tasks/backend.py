@@ -91,6 +91,8 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             raise TypeError("CloudworkerBackend needs an app made by tasks.create_app()")
         self.services = services
         self.chords = ChordJoin(self)
+        #: Callers of tasks failed on their behalf (a chord's body), by task id: see answering.
+        self._callers: dict[str, str] = {}
 
     # -- client side ------------------------------------------------------------------------
 
@@ -307,6 +309,23 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
 
     # -- worker side ------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def answering(self, callers: dict[str, str]) -> Iterator[None]:
+        """Around a failure Celery stores for tasks that never ran, with no request.
+
+        A chord whose header failed fails its body through Celery's
+        ``chord_error_from_stack``, which stores the body's result with no request,
+        so with no ``reply_to``: the body's caller would find it in S3 only after a
+        whole long poll without news. ``callers`` (task id -> ``reply_to``) says
+        where those results' notices go.
+        """
+        self._callers.update(callers)
+        try:
+            yield
+        finally:
+            for task_id in callers:
+                self._callers.pop(task_id, None)
+
     def _store_result(
         self,
         task_id: str,
@@ -323,7 +342,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         with payload_prefix(result_payload_prefix(task_id)):
             # The record lives in S3 already: only its large bytes go to separate objects.
             record = self.services.codec.dumps(meta, whole_document=False)
-        reply_to = getattr(request, "reply_to", None)
+        reply_to = getattr(request, "reply_to", None) or self._callers.get(task_id)
         if state not in states.READY_STATES:
             if getattr(request, "id", None) == task_id:
                 # The worker running the task reports it: throttled (tasks/progress.py).

@@ -219,12 +219,13 @@ class ChordJoin:
             app.amqp._retry_publish(callback.delay, values)
         except Exception as exc:
             log.exception("chord %s: could not send the body", group_id)
-            backend.chord_error_from_stack(
-                callback,
-                _create_chord_error_with_cause(
-                    message=f"Callback error: {exc!r}", original_exc=exc
-                ),
-            )
+            with backend.answering(_callers(callback)):
+                backend.chord_error_from_stack(
+                    callback,
+                    _create_chord_error_with_cause(
+                        message=f"Callback error: {exc!r}", original_exc=exc
+                    ),
+                )
 
     def _fail(self, group_id: str, request: Any, reason: str, cause: BaseException) -> None:
         """The body fails with Celery's ``ChordError`` (its errbacks run, its chain fails).
@@ -242,7 +243,8 @@ class ChordJoin:
         try:
             raise error
         except ChordError:
-            self.backend.chord_error_from_stack(callback, error)
+            with self.backend.answering(_callers(callback)):
+                self.backend.chord_error_from_stack(callback, error)
 
     def _prefetch(self, header: ResultSet) -> None:
         """Read every header result at once, so the join that follows reads none."""
@@ -269,6 +271,25 @@ def _body(request: Any, app: Any) -> Any:
     callback = maybe_signature(request.chord, app=app)
     callback.options.pop(BUCKETS_OPTION, None)
     return callback
+
+
+def _callers(body: Any) -> dict[str, str]:
+    """Task id -> ``reply_to`` of the body and the tasks in it (a group body's members).
+
+    Whose callers wait for the results Celery stores when the body fails unrun.
+    """
+    found: dict[str, str] = {}
+    pending = [body]
+    while pending:
+        sig = pending.pop()
+        options = getattr(sig, "options", None) or {}
+        task_id, reply_to = options.get("task_id"), options.get("reply_to")
+        if isinstance(task_id, str) and isinstance(reply_to, str) and reply_to:
+            found[task_id] = reply_to
+        tasks = getattr(sig, "tasks", None)
+        if isinstance(tasks, (list, tuple)):
+            pending.extend(maybe_signature(t, app=getattr(sig, "app", None)) for t in tasks)
+    return found
 
 
 def _buckets(request: Any) -> list[int] | None:

@@ -19,6 +19,7 @@ from tasks.application import CloudworkerCelery
 from tasks.backend import CloudworkerBackend
 from tasks.chords import BUCKETS_OPTION, FANOUT, ChordJoin, _body
 from tasks.keys import chord_prefix
+from tasks.mailbox import notice_state
 from tasks.objectstore import Listed, MemoryObjectStore
 
 
@@ -293,3 +294,24 @@ def test_a_part_revoked_on_receipt_fails_the_body_outside_any_exception_handler(
     assert meta["status"] == states.FAILURE
     assert isinstance(meta["result"], ChordError)
     assert f"Dependency {revoked.id} raised TaskRevokedError('revoked')" in str(meta["result"])
+
+
+def test_a_body_failed_unrun_is_pushed_to_its_caller(memory_app: CloudworkerCelery) -> None:
+    """Celery stores the failure of a body that never ran with no request, so with no
+    reply_to: its caller heard of it only from S3, after a whole long poll."""
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    mailbox = memory_app.services.mailbox
+    body = memory_app.signature("tests.total")
+    body.options["reply_to"] = backend.reply_address()
+    body_id = body.freeze().id
+    mailbox.expect(body_id)
+    group_id = str(uuid.uuid4())
+    join = ChordJoin(backend)
+    join.set_size(group_id, 2)
+    failed = SimpleNamespace(id=str(uuid.uuid4()), group=group_id, chord=dict(body), reply_to=None)
+    join.part_returned(failed, ValueError("boom"))
+    notice = mailbox.wait(body_id, timeout=1)
+    assert notice is not None
+    assert notice_state(notice) == states.FAILURE
+    assert backend._callers == {}  # only while Celery stores the failure
