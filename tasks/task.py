@@ -28,6 +28,11 @@ __all__ = ["CloudworkerTask", "sendable"]
 
 log = logging.getLogger(__name__)
 
+#: Retries a task gets when fetching its claim-checked arguments meets a transient AWS
+#: error (with exponential backoff and jitter), whatever its own ``max_retries`` (Celery's
+#: default, 3, unless the task sets another) allows for its own failures.
+TRANSIENT_RETRIES = 8
+
 
 #: The parts of a task message's embed Celery reads from the request.
 _CANVAS_PARTS = ("callbacks", "errbacks", "chain", "chord")
@@ -48,8 +53,6 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     #: Bad input (and a payload that is missing, altered or not the task's own) is the
     #: caller's error: logged without a traceback, never retried.
     throws = (InvalidInput, PayloadError)
-    #: Transient AWS errors are retried this many times, with exponential backoff and jitter.
-    max_retries = 8
     #: The worker checks each message before Celery's own strategy (tasks/admission.py).
     Strategy = "tasks.admission:strategy"
     #: A success's message is deleted by the pool process once its result is stored
@@ -125,7 +128,10 @@ class CloudworkerTask(Task):  # type: ignore[misc]
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=60, full_jitter=True
             )
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            limit = self.max_retries
+            if limit is not None:  # None: the task retries for ever, and so does this
+                limit = max(limit, TRANSIENT_RETRIES)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=limit) from exc
         try:
             if consumed:  # what came from S3 is checked like what came inline
                 self.admit(resolved_args, resolved_kwargs)
