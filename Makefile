@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
-.PHONY: demo test check up down bench soak venv browser prometheus clean celery-suite ministack
+.PHONY: demo test test-moto quick test-ministack check up down bench soak venv browser prometheus \
+	clean celery-suite ministack
 
 ## The virtual environment: created once, reinstalled when a requirements file changes.
 $(PY):
@@ -60,23 +61,36 @@ demo: $(RUNTIME_STAMP) $(if $(filter ministack,$(CLOUDWORKER_LOCAL_ENDPOINT)),mi
 	 if [ $$was_up = 0 ]; then $(PY) -m deploy local down; fi; \
 	 exit $$status
 
-## The whole suite: lint and types, then unit and integration tests (which start
-## their own endpoint, workers and Flower, and stop them) on moto, the integration
-## tests again on ministack (the other local endpoint: both are supported, so both
-## are tested), then Celery 5.7.0's own integration tests against cloudworker, on
-## ministack (see celery-suite below).
-test: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus check
-	$(PY) -m pytest
+## The whole suite, as CI runs it: lint and types, and the three test passes side by
+## side (they mostly wait on workers and endpoints, so two cores serve them all). Each
+## pass starts local stacks of its own, each endpoint on a free port, so they share
+## nothing. A pass's output is printed whole when it ends, with its 25 slowest tests.
+TEST_PASSES := check test-moto test-ministack celery-suite
+test: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus
+	@start=$$(date +%s); status=0; \
+	 $(MAKE) --no-print-directory --keep-going --jobs=$(words $(TEST_PASSES)) \
+	   --output-sync=target $(TEST_PASSES) || status=$$?; \
+	 echo "== make test: $$(( $$(date +%s) - start )) s, exit $$status"; exit $$status
+
+## Unit tests and the integration tests on moto (the default endpoint), in two processes
+## side by side, each test module whole in one of them (--dist loadscope: a module's
+## workers and queues are its own) and each process with a local stack of its own.
+## Also the inner loop: `make quick` is this pass alone.
+test-moto quick: $(DEV_STAMP) browser prometheus
+	$(PY) -m pytest --numprocesses=2 --dist=loadscope
+
+## The integration tests again on ministack: both endpoints are supported, so both are tested.
+test-ministack: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus
 	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m pytest -m integration tests/integration
-	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite
 
 ## Celery 5.7.0's own integration tests (t/integration, fetched from the pinned sdist
-## into .cache/) against cloudworker on a local stack of their own; the tests that do
-## not apply are listed in tests/celery_suite/excluded.txt with their reasons. On
+## into .cache/) against cloudworker, in two processes side by side (pytest-xdist),
+## each with a local stack and an embedded worker of its own; the tests that do not
+## apply are listed in tests/celery_suite/excluded.txt with their reasons. On
 ## ministack: a 1,000-task group must finish within the suite's 60 s, which moto's
 ## SQS, slowing as the queue deepens, does not allow on this machine.
 celery-suite: $(DEV_STAMP) $(MINISTACK_STAMP)
-	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite
+	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m tests.celery_suite --numprocesses=2
 
 ## The browser test drives Debian's chromium through chromedriver: installed if missing.
 browser:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 QUEUE = "revoke"
 WORKER = "revoke1"
 #: How long the task of the restart test waits in SQS (DelaySeconds) before a worker sees it.
-COUNTDOWN = 30
+COUNTDOWN = 20
 
 #: A process of its own reads a task's state and result from S3 (it sent nothing).
 READ_STATE = """
