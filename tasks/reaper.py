@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
 
 from config import Settings
@@ -126,6 +127,8 @@ class Reaper(bootsteps.StartStopStep):  # type: ignore[misc]
                 reaped = reap(services.queues(), services.settings, topics=services.topics())
                 if reaped:
                     log.info("reaped %d abandoned queue(s): %s", len(reaped), ", ".join(reaped))
+            except (ClientError, BotoCoreError) as exc:  # tried again at the next interval
+                log.warning("reaping abandoned queues failed: %s", exc)
             except Exception:
                 log.exception("reaping abandoned queues failed")
             self._stopped.wait(interval)

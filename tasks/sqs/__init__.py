@@ -67,12 +67,12 @@ from functools import partial
 from typing import Any
 
 import pycurl
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.asynchronous.http.curl import CurlClient
 from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
-from vine import promise
+from vine import promise, transform
 
 from tasks.codec import check_depth
 from tasks.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
@@ -84,6 +84,7 @@ from tasks.queues import (
     REASON_KEY,
     SOURCE_ATTRIBUTE,
     batches,
+    is_gone,
     is_purge_in_progress,
     name_of,
     receipt_entries,
@@ -136,6 +137,13 @@ class Channel(FanoutChannel):
                 "(`make up` locally, `python -m deploy provision` or the AWS stack)"
             ) from None
         return url
+
+    # kombu private: lists the prefix's queues when a channel opens, only to cache their URLs.
+    def _update_queue_cache(self, queue_name_prefix: str) -> None:
+        try:
+            super()._update_queue_cache(queue_name_prefix)  # type: ignore[no-untyped-call]
+        except (ClientError, BotoCoreError) as exc:  # each queue is looked up when used
+            log.warning("could not list the queues under %s: %s", queue_name_prefix, exc)
 
     # kombu's boto3 client, collected into SendMessageBatch inside batch_sends().
     def sqs(self, queue: str | None = None) -> Any:
@@ -229,6 +237,10 @@ class Channel(FanoutChannel):
             try:
                 if self._sent_back_delayed(queue, qname, message):
                     continue
+            except Exception as exc:  # noqa: BLE001 - the message is fine; SQS could not take it
+                log.warning("could not delay a task due later again, in %s: %s", qname, exc)
+                continue  # it comes back after its visibility timeout, and is tried again
+            try:
                 callback(self._message_to_python(message, qname, queue))  # type: ignore[no-untyped-call]
             except Exception as exc:  # noqa: BLE001 - one message, never the worker
                 self._refuse_received(queue, message, exc)
@@ -268,7 +280,10 @@ class Channel(FanoutChannel):
                 virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
                 return
         if hub is None:  # no event loop to flush from: delete now, as kombu does
-            super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+            try:
+                super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+            except Exception as exc:  # noqa: BLE001 - kombu released it; it comes back later
+                log.warning("could not delete an acknowledged message: %s", exc)
             return
         if self._acks is None:
             self._acks = {}
@@ -368,10 +383,14 @@ class Channel(FanoutChannel):
                 properties["delay_seconds"] = min(MAX_DELAY_SECONDS, math.ceil(delay))
         try:
             super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
-        except QueueNotProvisioned:
-            if not self.is_receiver_queue(queue):
+        except (QueueNotProvisioned, ClientError) as exc:
+            if not self.is_receiver_queue(queue) or not (
+                isinstance(exc, QueueNotProvisioned) or is_gone(exc)
+            ):
                 raise
-            # A control reply for a process that has exited: nobody is listening.
+            # A control reply for a process that has exited, or whose queue was
+            # deleted since its URL was looked up: nobody is listening there.
+            self._queue_cache.pop(self.canonical_queue_name(queue), None)
             log.info("receiver queue for %s is gone; message dropped", queue)
 
     def _sent_back_delayed(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
@@ -460,6 +479,17 @@ class Channel(FanoutChannel):
             self._receive_pause,
         )
         return 0
+
+    # kombu private: a receive looks the queue's URL up first (GetQueueUrl, when not
+    # cached); a failure there was an error in the event loop's timer, which ended that
+    # queue's receive loop for good: the worker stayed up and never received again.
+    def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
+        try:
+            return super()._get_async(queue, count, callback)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - a failed receive: tried again after a backoff
+            ready = transform(self._on_messages_ready, callback, "", queue)
+            self._on_receive_error(self.canonical_queue_name(queue), ready, exc)
+            return ready
 
     # kombu private: an error answer of an async receive would end the worker.
     def _get_from_sqs(

@@ -40,11 +40,13 @@ import math
 import os
 import threading
 import weakref
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 from kombu.transport import SQS
 from kombu.utils.json import dumps
+from vine import promise
 
 from tasks.queues import OwnedQueue, SQSQueueService, batches, is_gone, receipt_entries
 from tasks.sqs.event_publisher import BatchPublisher
@@ -314,21 +316,39 @@ class FanoutChannel(SQS.Channel):
             payloads: list[Any] = super()._messages_to_python(messages, queue)  # type: ignore[no-untyped-call]
         finally:
             receipts, self._noack_receipts = self._noack_receipts, None
-        url = self._new_queue(queue)
-        for batch in batches(receipts):
-            self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=receipt_entries(batch))
+        try:
+            url = self._new_queue(queue)
+            for batch in batches(receipts):
+                self.sqs(queue=queue).delete_message_batch(
+                    QueueUrl=url, Entries=receipt_entries(batch)
+                )
+        except Exception as exc:  # noqa: BLE001 - delivered again at worst
+            _delete_failed(queue, len(receipts), exc)
         return payloads
 
-    # kombu private: see _messages_to_python.
+    # kombu private: see _messages_to_python. kombu deletes a no-ack message (a control
+    # request, an event) through its asynchronous client with no error handler, so a
+    # failed delete (the queue deleted under the receiver, a receipt gone stale) was
+    # raised into the event loop and ended the worker. Here it is a warning: such a
+    # message comes back after its visibility timeout at worst.
     def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
+        receipt = message["ReceiptHandle"]
         if self._noack_receipts is not None:
-            self._noack_receipts.append(message["ReceiptHandle"])
-        elif self.hub is None or self._draining:
-            self.sqs(queue=queue_name).delete_message(
-                QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"]
-            )
-        else:
-            super()._delete_message(queue_name, message)  # type: ignore[no-untyped-call]
+            self._noack_receipts.append(receipt)
+            return
+        try:
+            url = self._new_queue(queue_name)
+            if self.hub is None or self._draining:
+                self.sqs(queue=queue_name).delete_message(QueueUrl=url, ReceiptHandle=receipt)
+                return
+            failed = promise(on_error=partial(_delete_failed, queue_name, 1))
+            self.asynsqs(queue=queue_name).delete_message(url, receipt, callback=failed)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - delivered again at worst
+            _delete_failed(queue_name, 1, exc)
+
+
+def _delete_failed(queue: str, count: int, exc: BaseException) -> None:
+    log.warning("could not delete %d no-ack message(s) from %s: %s", count, queue, exc)
 
 
 # -- deleting receiver queues at exit, and not in a forked child ---------------------------

@@ -147,12 +147,19 @@ class ProxiedWorker:
 
 @contextlib.contextmanager
 def proxied_worker(
-    stack: LocalStack, name: str, queue: str, *, concurrency: int, **settings: Any
+    stack: LocalStack,
+    name: str,
+    queue: str,
+    *,
+    concurrency: int,
+    include: tuple[str, ...] = (),
+    **settings: Any,
 ) -> Iterator[ProxiedWorker]:
     """Start worker ``name`` on task queue ``queue`` (provisioned here) behind a FaultProxy.
 
     Only the worker goes through the proxy; the client this yields talks to the
-    endpoint directly. ``settings`` override the stack's (and the worker's environment).
+    endpoint directly. ``settings`` override the stack's (and the worker's environment);
+    ``include`` names more modules the worker loads (``--include``).
     """
     settings_here = dataclasses.replace(stack.settings, task_queue=queue, **settings)
     provision(settings_here, sqs=stack.client("sqs"), s3=stack.client("s3"))
@@ -167,7 +174,10 @@ def proxied_worker(
             **{f"CLOUDWORKER_{key.upper()}": str(value) for key, value in settings.items()},
             "PYTHONPATH": str(ROOT),
         }
-        local.start_process(stack.stack, name, local.worker_command(name, concurrency), env)
+        command = local.worker_command(name, concurrency)
+        if include:
+            command.append(f"--include={','.join(include)}")
+        local.start_process(stack.stack, name, command, env)
         app = create_app(settings_here)
         try:
             yield ProxiedWorker(proxy, app, register(app))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import random
 import re
 import socket
@@ -53,7 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from bench import latency as latency_model
 
-FAULTS = ("503", "500", "reset", "delay", "cut")
+FAULTS = ("503", "500", "400", "reset", "delay", "cut")
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 #: What a kept-alive upstream connection the endpoint has closed meanwhile raises on reuse.
@@ -96,6 +97,10 @@ class FaultProxy:
         self._rate = 1.0
         self._delay = 0.0
         self._operations: frozenset[str] | None = None
+        self._code = "InvalidParameterValue"
+        self._once = False
+        #: Operations the current fault has hit (with ``once_per_operation``, never again).
+        self.hit: set[str] = set()
         self._random = random.Random(seed)
         self._latency_random = random.Random(seed)  # its own stream: faults draw as before
         self._lock = threading.Lock()
@@ -133,16 +138,24 @@ class FaultProxy:
         rate: float = 1.0,
         delay: float = 3.0,
         operations: Iterable[str] | None = None,
+        code: str = "InvalidParameterValue",
+        once_per_operation: bool = False,
     ) -> None:
         """Set the fault (one of :data:`FAULTS`) for a share ``rate`` of requests, or clear it.
 
         ``operations`` (``s3:PUT``, ``sqs:ReceiveMessage``...) limits it to those requests.
+        A ``400`` answers with the AWS error ``code`` (``ReceiptHandleIsInvalid``,
+        ``AccessDenied``...) in each service's own error format. With
+        ``once_per_operation``, only the first request of each operation is hit
+        (:attr:`hit` names them); the others go through.
         """
         if kind is not None and kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
             self._fault, self._rate, self._delay = kind, rate, delay
             self._operations = None if operations is None else frozenset(operations)
+            self._code, self._once = code, once_per_operation
+            self.hit = set()
         self._server.drop_connections()
 
     def operation_counts(self) -> Counter[str]:
@@ -184,6 +197,9 @@ class FaultProxy:
                 return None, 0.0
             if self._operations is not None and operation not in self._operations:
                 return None, 0.0
+            if self._once and operation in self.hit:
+                return None, 0.0
+            self.hit.add(operation)
             self.injected += 1
             return self._fault, self._delay
 
@@ -315,9 +331,39 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
+        if fault == "400":
+            self._answer_error(operation, self.server.proxy._code)
+            return
         if fault == "delay":
             time.sleep(delay)
         self._forward(operation, body)
+
+    def _answer_error(self, operation: str, code: str) -> None:
+        """A client error ``code`` as the service answers it: SQS's JSON protocol, or XML."""
+        service = operation.split(":", 1)[0]
+        headers = {"x-amzn-RequestId": "injected"}
+        if self.headers.get("X-Amz-Target", "").startswith("AmazonSQS."):
+            payload = json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": "injected"})
+            headers["Content-Type"] = "application/x-amz-json-1.0"
+            headers["x-amzn-query-error"] = f"{code};Sender"
+        elif service == "s3":
+            payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+            headers["Content-Type"] = "application/xml"
+        else:  # the query protocol (SNS, and SQS's older one)
+            payload = (
+                "<ErrorResponse><Error><Type>Sender</Type>"
+                f"<Code>{code}</Code><Message>injected</Message></Error>"
+                "<RequestId>injected</RequestId></ErrorResponse>"
+            )
+            headers["Content-Type"] = "text/xml"
+        data = payload.encode()
+        status = 403 if code == "AccessDenied" and service == "s3" else 400
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _forward(self, operation: str, body: bytes) -> None:
         """Forward the request, with the model's latency around (never during) the exchange."""
