@@ -12,6 +12,9 @@ Runs ``celery -A tasks flower`` with three differences:
   has no way to register another broker, so this launcher, in Flower's process
   only, points Flower's ``get_broker`` at :class:`SqsQueueLengths`, which reads
   SQS's own queue attributes.
+* Every page is behind the password: Flower 2.2 serves ``/metrics`` (the names of
+  tasks and workers, their counts) and ``/healthcheck`` to anyone, whatever its
+  authentication; here they ask for it like the rest (:func:`_password_everywhere`).
 * Flower's periodic ``enable_events`` broadcast (every 5 s, an SNS publish and
   a message to every worker) is off: cloudworker workers send events from the
   start when ``CLOUDWORKER_EVENTS`` is on, and it is on by default.
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
     os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
     _serve_sqs_queue_lengths()
+    _password_everywhere()
 
     from celery.bin.celery import celery
 
@@ -112,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         prog_name="celery",
     )  # fmt: skip
     return 0
+
+
+def _password_everywhere() -> None:
+    """Flower's handlers that skip its authentication check (``/metrics``, ``/healthcheck``)
+    get it: with basic auth, a request without the password is answered 401."""
+    from flower.views import monitor
+    from tornado.web import authenticated
+
+    for handler in (monitor.Metrics, monitor.Healthcheck):
+        if not getattr(handler.get, "__wrapped__", None):
+            handler.get = authenticated(handler.get)
 
 
 def _serve_sqs_queue_lengths() -> None:

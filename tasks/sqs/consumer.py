@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 from celery.exceptions import NotRegistered
+from celery.worker import control
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from tasks.admission import answer
@@ -46,6 +47,21 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         if options.get("heartbeat_interval") is None and services is not None:
             options["heartbeat_interval"] = services.settings.event_heartbeat
         super().__init__(*args, worker_options=options, **kwargs)
+
+    def add_task_queue(self, queue: str, *args: Any, **options: Any) -> None:
+        """Celery's; a queue that cannot be consumed is a warning, not the worker's end.
+
+        Celery runs this from the event loop (``add_consumer``), where an error
+        (the queue does not exist, or SQS refused) was unrecoverable: the worker
+        stopped. :func:`add_consumer` refuses an unknown queue before it comes here.
+        """
+        try:
+            super().add_task_queue(queue, *args, **options)
+        except Exception as exc:  # noqa: BLE001 - one queue, never the worker
+            log.warning("cannot consume from queue %s: %s", queue, exc)
+            consumer = self.task_consumer
+            consumer.queues = [q for q in consumer.queues if q.name != queue]
+            self.app.amqp.queues.deselect(queue)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         cause = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
@@ -88,3 +104,28 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+_celery_add_consumer = control.Panel.data["add_consumer"]
+
+
+@control.control_command(  # type: ignore[untyped-decorator]
+    args=[("queue", str), ("exchange", str), ("exchange_type", str), ("routing_key", str)],
+    signature="<queue> [exchange [type [routing_key]]]",
+)
+def add_consumer(state: Any, queue: str, *args: Any, **options: Any) -> Any:
+    """Celery's ``add_consumer``, answering an error for a queue that does not exist.
+
+    Celery's answers "ok" and leaves the consuming to the event loop, where a
+    queue that does not exist ended the worker: one typo sent to every worker
+    stopped the fleet.
+    """
+    channel = getattr(getattr(state.consumer, "connection", None), "default_channel", None)
+    new_queue = getattr(channel, "_new_queue", None)
+    if new_queue is not None:
+        try:
+            new_queue(queue)
+        except Exception as exc:  # noqa: BLE001 - answered, never raised into the loop
+            log.warning("add_consumer %s refused: %s", queue, exc)
+            return control.nok(f"cannot consume from {queue}: {exc}")
+    return _celery_add_consumer(state, queue, *args, **options)

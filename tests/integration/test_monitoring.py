@@ -172,9 +172,13 @@ def test_flower_reports_queue_lengths_from_sqs(stack: LocalStack, flower: Flower
 def test_flower_refuses_requests_without_the_right_password(
     flower: Flower, auth: tuple[str, str]
 ) -> None:
-    for path in ("/api/tasks", "/api/workers", "/", "/tasks"):
+    # /metrics and /healthcheck too: Flower 2.2 serves them to anyone (deploy/flower.py).
+    for path in ("/api/tasks", "/api/workers", "/", "/tasks", "/metrics", "/healthcheck"):
         status, _ = flower.get(path, auth=auth)
         assert status == 401, path
+    assert flower.get("/healthcheck") == (200, "OK")
+    status, metrics = flower.get("/metrics")
+    assert status == 200 and "flower_events_total" in metrics
 
 
 def test_flower_is_not_started_without_credentials(stack: LocalStack) -> None:
@@ -219,6 +223,18 @@ def test_control_rate_limit_is_applied_by_the_worker(stack: LocalStack) -> None:
         )
     finally:
         celery(stack, "control", "rate_limit", "tasks.compute_stats", "0")
+
+
+def test_add_consumer_of_a_queue_that_does_not_exist_is_refused_and_the_worker_goes_on(
+    stack: LocalStack,
+) -> None:
+    """A typo sent to every worker ended each of them (QueueNotProvisioned in the loop)."""
+    result = celery(stack, "control", "add_consumer", "no-such-queue")
+    assert "cannot consume from no-such-queue" in result.stdout, result.stdout + result.stderr
+    assert "does not exist" in result.stdout
+    assert stack.worker_alive(), stack.worker_log()[-3000:]
+    assert "add_consumer no-such-queue refused" in stack.worker_log()
+    assert stack.tasks.compute_stats.delay([1, 2]).get(timeout=60)["count"] == 2
 
 
 def test_a_revoked_task_does_not_run(stack: LocalStack) -> None:
@@ -267,10 +283,13 @@ def test_a_crashed_receivers_queue_and_subscription_are_reaped(stack: LocalStack
     before = receiver_queues(stack)
     events = start(stack, [sys.executable, "-m", "celery", "-A", "tasks", "events", "--dump"])
     try:
-        orphans = eventually(
-            lambda: receiver_queues(stack) - before, interval=0.5, what="a receiver queue made"
-        )
-        assert len(orphans) == 1 and orphans <= subscribed_queues(stack)
+
+        def made_and_subscribed() -> set[str] | None:  # two steps: wait for both
+            new = receiver_queues(stack) - before
+            return new if new and new <= subscribed_queues(stack) else None
+
+        orphans = eventually(made_and_subscribed, interval=0.5, what="a receiver queue subscribed")
+        assert len(orphans) == 1
     finally:
         events.send_signal(signal.SIGKILL)
         events.wait(60)
