@@ -135,6 +135,43 @@ def _flag(value: Any) -> str | None:
     return None if value is None or isinstance(value, bool) else "must be true, false or null"
 
 
+def _group_id(value: Any) -> str | None:
+    """A chord's header group id names its bookkeeping in S3 (``chords/<id>/``)."""
+    if value is None:
+        return None
+    try:
+        check_task_id(value)
+    except InvalidInput:
+        return "must be 1 to 200 letters, digits or any of _.:@+=-"
+    return None
+
+
+def _stamp_names(value: Any) -> str | None:
+    """Celery looks each name up in dicts (``Request.revoked``): only text can be a key."""
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(n, str) and not _short_text(n) for n in value):
+        return None
+    return "must be a list of stamp names (text)"
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _stamps(value: Any) -> str | None:
+    """Celery compares stamp values with the revoked ones, and makes sets of them when it
+    terminates by stamped headers: text, numbers, true, false, null, or lists of those."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "must be an object"
+    for name, stamp in value.items():
+        items = stamp if isinstance(stamp, list) else [stamp]
+        if not all(isinstance(item, _SCALARS) for item in items):
+            return f"{name!r:.40} must be text, a number, true, false, null or a list of those"
+    return None
+
+
 #: Every protocol-2 header Celery's worker reads (and the trace context), with what it must hold.
 _HEADERS: dict[str, Check] = {
     "lang": _short_text,
@@ -142,7 +179,7 @@ _HEADERS: dict[str, Check] = {
     "shadow": _short_text,
     "root_id": _short_text,
     "parent_id": _short_text,
-    "group": _short_text,
+    "group": _group_id,
     "origin": _short_text,
     "eta": _date,
     "expires": _date,
@@ -154,8 +191,8 @@ _HEADERS: dict[str, Check] = {
     "argsrepr": _repr_text,
     "kwargsrepr": _repr_text,
     "ignore_result": _flag,
-    "stamped_headers": _optional(list, "a list"),
-    "stamps": _optional(dict, "an object"),
+    "stamped_headers": _stamp_names,
+    "stamps": _stamps,
     # Read by OpenTelemetry's Celery instrumentation (tasks/tracing.py) in the pool,
     # whose propagators fail on text that is not Unicode and log an oversized value whole.
     "traceparent": _trace_text,

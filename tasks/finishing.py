@@ -50,10 +50,13 @@ from typing import TYPE_CHECKING, Any
 from celery import signals
 from celery import states as celery_states
 from celery.app.task import get_actual_ignore_result
+from celery.exceptions import TaskRevokedError
 from celery.worker.request import Request as CeleryRequest
 
+from tasks.admission import answer
+from tasks.errors import InvalidMessage
 from tasks.outbox import Outbox
-from tasks.queues import DELETED_ELSEWHERE, QueueService
+from tasks.queues import DELETED_ELSEWHERE, REASON_KEY, QueueService
 
 if TYPE_CHECKING:
     from config import Settings
@@ -153,7 +156,7 @@ class ResultFinisher:
     ) -> None:
         exc = job.exception()
         if exc is not None:
-            log.error(
+            log.warning(
                 "task %s: its result could not be stored (%s); SQS will deliver it again",
                 task_id,
                 exc,
@@ -189,6 +192,39 @@ class Request(CeleryRequest):  # type: ignore[misc]
         on_success = cls.__dict__.get("on_success")
         if on_success is not None:
             cls.on_success = _noting_success(on_success)
+
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        """Celery's; a refusal raised before the pool runs the task gives back its slot.
+
+        Celery's worker gives back the pool slot it took for a request only when
+        this raises ``TaskRevokedError`` (``WorkController._process_task``): any
+        other error here (a header Celery's revocation check could not read, say)
+        kept the slot, and once it had kept as many as the pool has processes the
+        worker held every later task for ever. Such a request is refused as a
+        broken message is: its caller gets :class:`~tasks.errors.InvalidMessage`
+        with the reason, and the message goes to the dead-letter queue with it.
+        """
+        try:
+            return super().execute_using_pool(pool, **kwargs)
+        except TaskRevokedError:
+            raise
+        except Exception as exc:
+            reason = " ".join(f"refused before it ran: {type(exc).__name__}: {exc}".split())
+            log.warning("task %s[%s] %s", self.task_name, self.id, reason[:500])
+            try:
+                answer(
+                    self.task.backend, self.message, InvalidMessage(reason[:500]), self._settings
+                )
+            except Exception as error:  # noqa: BLE001 - the dead letter still says why
+                log.warning("could not answer the caller of a refused task: %s", error)
+            self.message.delivery_info[REASON_KEY] = reason[:500]
+            self.reject(requeue=False)
+            raise TaskRevokedError(self.id) from exc
+
+    @property
+    def _settings(self) -> Settings:
+        settings: Settings = self.task.app.services.settings
+        return settings
 
     def acknowledge(self) -> None:
         settings = self.task.app.services.settings

@@ -44,6 +44,8 @@ GOOD_PROPERTIES: dict[str, Any] = {
 def test_a_message_as_celery_sends_it_passes() -> None:
     assert message_problem(GOOD_HEADERS, GOOD_PROPERTIES, SETTINGS) is None
     assert message_problem({**GOOD_HEADERS, "eta": None}, {}, SETTINGS) is None
+    stamped = {"stamped_headers": ["monitoring_id"], "stamps": {"monitoring_id": [1234, "ab"]}}
+    assert message_problem({**GOOD_HEADERS, **stamped}, GOOD_PROPERTIES, SETTINGS) is None
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,14 @@ def test_a_message_as_celery_sends_it_passes() -> None:
         ("argsrepr", "x" * 20_000, "argsrepr must be text of at most"),
         ("ignore_result", "yes", "ignore_result must be true, false or null"),
         ("stamps", [1], "stamps must be an object"),
+        ("stamps", {"m": {"a": 1}}, "stamps 'm' must be text, a number"),
+        ("stamps", {"m": [[1]]}, "stamps 'm' must be text, a number"),
+        ("stamped_headers", "m", "stamped_headers must be a list of stamp names"),
+        ("stamped_headers", [[1]], "stamped_headers must be a list of stamp names"),
+        ("stamped_headers", [{"a": 1}], "stamped_headers must be a list of stamp names"),
+        ("stamped_headers", ["x" * 201], "stamped_headers must be a list of stamp names"),
         ("parent_id", 5, "parent_id must be text"),
+        ("group", "a/b c", "group must be 1 to 200 letters, digits or any of _.:@+=-"),
         ("argsrepr", "a \ud800 lone surrogate", "argsrepr must be text"),
         ("chain", [{"task": "x"}], "header 'chain' is reserved"),
         ("kwargs", {}, "header 'kwargs' is reserved"),

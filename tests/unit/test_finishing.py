@@ -204,9 +204,9 @@ def test_a_success_returns_before_its_put_and_is_acknowledged_after_it(
     release = threading.Event()
     original_put = store.put
 
-    def slow_put(key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+    def slow_put(key: str, data: bytes, **options: Any) -> bool:
         assert release.wait(5)
-        return original_put(key, data, only_if_absent=only_if_absent)
+        return original_put(key, data, **options)
 
     store.put = slow_put  # type: ignore[method-assign]
     context = received(task_id, receipt="r-7")
@@ -251,3 +251,55 @@ def test_a_task_finished_as_in_celery_makes_no_finisher(app: CloudworkerCelery) 
     finally:
         task.request_stack.pop()
     assert "finisher" not in app.services._made  # no threads, no outbox in that process
+
+
+# -- a refusal before the pool runs the task --------------------------------------------------
+
+
+class Rejects:
+    """A channel that records what was rejected (kombu's Message.reject calls it)."""
+
+    def __init__(self) -> None:
+        self.rejected: list[tuple[str, bool]] = []
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.rejected.append((delivery_tag, requeue))
+
+
+def test_a_refusal_before_the_pool_gives_the_slot_back_and_dead_letters_it(
+    app: CloudworkerCelery,
+) -> None:
+    """Celery's revocation check raised TypeError on a stamp name that is a list; Celery
+    gives the worker's pool slot back only for TaskRevokedError, so the slot was kept."""
+    from celery.exceptions import TaskRevokedError
+    from kombu.message import Message
+
+    from tasks.queues import REASON_KEY
+
+    task_id = str(uuid.uuid4())
+    channel = Rejects()
+    message = Message(  # type: ignore[no-untyped-call]
+        body=json.dumps([[1, 2], {}, {}]),
+        delivery_tag="r-5",
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_info={"sqs_queue": URL},
+        properties={"reply_to": app.backend.reply_address(), "correlation_id": task_id},
+        headers={"task": "t.add", "id": task_id, "stamped_headers": [[1]], "stamps": {}},
+        channel=channel,
+    )
+    request = finishing.Request(
+        message,
+        app=app,
+        task=app.tasks["t.add"],
+        on_reject=lambda _log, _errors, requeue: message.reject(requeue=requeue),  # type: ignore[no-untyped-call]
+    )
+    pool = SimpleNamespace(apply_async=lambda *a, **k: pytest.fail("the pool ran it"))
+    app.services.mailbox.expect(task_id)
+    with pytest.raises(TaskRevokedError):  # the one error after which Celery gives it back
+        request.execute_using_pool(pool)
+    assert channel.rejected == [("r-5", False)]  # to the dead-letter queue...
+    assert "TypeError" in message.delivery_info[REASON_KEY]  # ...with the reason
+    meta = app.backend.get_task_meta(task_id)
+    assert meta["status"] == states.FAILURE
+    assert "refused before it ran" in str(meta["result"])
