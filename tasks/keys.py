@@ -5,6 +5,9 @@ its own lifecycle rule (``deploy/provision.py``, the CloudFormation template):
 
 * ``payloads/<task id>/<hex>``: a task's large arguments, checked in by the
   client that sent it (:mod:`tasks.codec`); deleted once the task consumed them.
+  ``payloads/control/<hex>/<hex>``: the large arguments of one remote-control
+  broadcast (a revocation of thousands of ids), left to the lifecycle rule, since
+  every worker reads them.
 * ``results/<task id>.json``: a task's result record (:mod:`tasks.backend`),
   ``results/<task id>/<hex>`` its large ``bytes``, and ``results/<task id>/state.json``
   its latest state while it runs (:mod:`tasks.progress`).
@@ -26,11 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 
 from tasks.errors import InvalidMessage
 
 __all__ = [
     "CHORDS",
+    "CONTROL_PAYLOADS",
     "GROUPS",
     "PAYLOADS",
     "RESULTS",
@@ -39,6 +44,8 @@ __all__ = [
     "REVOKED_STAMPED",
     "check_task_id",
     "chord_prefix",
+    "control_payload_dir",
+    "control_payload_prefix",
     "group_key",
     "is_object_key",
     "is_payload_key",
@@ -69,7 +76,12 @@ REVOKED_STAMPED = f"{REVOKED}stamped/"
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:@+=-]{1,200}")
 #: The random part of a payload's key (:func:`uuid.uuid4` ``.hex``).
 _OBJECT_NAME = re.compile(r"[0-9a-f]{32}")
-_PAYLOAD_KEY = re.compile(rf"{PAYLOADS}(?:{_TASK_ID.pattern}/)?{_OBJECT_NAME.pattern}")
+#: Prefix of the large arguments of remote-control broadcasts (a task id has no ``/``).
+CONTROL_PAYLOADS = f"{PAYLOADS}control/"
+_PAYLOAD_KEY = re.compile(
+    rf"{PAYLOADS}(?:{_TASK_ID.pattern}/|control/{_OBJECT_NAME.pattern}/)?{_OBJECT_NAME.pattern}"
+)
+_CONTROL_KEY = re.compile(rf"({CONTROL_PAYLOADS}{_OBJECT_NAME.pattern}/){_OBJECT_NAME.pattern}")
 
 
 def check_task_id(task_id: object) -> str:
@@ -104,6 +116,17 @@ def chord_prefix(group_id: str) -> str:
 def state_key(task_id: str) -> str:
     """The S3 key of a running task's latest state (not a payload: not 32 hex digits)."""
     return f"{RESULTS}{task_id}/state.json"
+
+
+def control_payload_prefix() -> str:
+    """A new prefix for the large arguments of one remote-control broadcast."""
+    return f"{CONTROL_PAYLOADS}{uuid.uuid4().hex}/"
+
+
+def control_payload_dir(key: str) -> str | None:
+    """The broadcast's prefix a :func:`control_payload_prefix` object is under, else None."""
+    found = _CONTROL_KEY.fullmatch(key)
+    return found.group(1) if found else None
 
 
 def result_payload_prefix(task_id: str) -> str:

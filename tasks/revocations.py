@@ -50,15 +50,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps, signals
 from celery.app import control
 from celery.utils.collections import LimitedSet
+from celery.worker import control as worker_control
 from celery.worker import state as worker_state
+from kombu import pidbox
 
-from tasks.errors import InvalidArguments
+from tasks.codec import PayloadRef, check_depth, payload_prefix
+from tasks.errors import InvalidArguments, LimitExceeded, PayloadError
 from tasks.keys import (
     REVOKED,
     REVOKED_STAMPED,
+    control_payload_dir,
+    control_payload_prefix,
     revoked_id_key,
     revoked_stamped_key,
     revoked_task_id,
@@ -115,9 +121,13 @@ def remember_stamped(store: ObjectStore, headers: Any) -> dict[str, list[Any]]:
     stamps = stamped_headers(headers)
     if not stamps:
         return stamps
-    document = json.dumps({"headers": stamps}, sort_keys=True, separators=(",", ":")).encode()
+    document = _stamped_document(stamps)
     store.put(revoked_stamped_key(document), document)
     return stamps
+
+
+def _stamped_document(stamps: Mapping[str, list[Any]]) -> bytes:
+    return json.dumps({"headers": stamps}, sort_keys=True, separators=(",", ":")).encode()
 
 
 def unexpired(
@@ -194,8 +204,8 @@ def _merge_once(
     write = (item.key, item.last_modified)
     if write in merged:
         return 0
-    merged.add(write)
     stamps = _read_stamped(store, item.key)
+    merged.add(write)
     if not stamps:
         return 0
     _merge_stamps(revoked_stamps, stamps)
@@ -212,20 +222,45 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _read_stamped(store: ObjectStore, key: str) -> dict[str, list[Any]] | None:
-    data = store.get(key)
+    """The headers of the stored revocation ``key``; None, with a warning, if unreadable.
+
+    Anyone who can write to the bucket can write here: one object that cannot be
+    read (not JSON, nested too deep, the wrong shape) is skipped, never the ones after it.
+    """
+    data = store.get(key)  # an S3 error is raised: the write is tried again next time
+    if data is None:
+        return None
     try:
-        document = json.loads(data) if data is not None else None
+        text = data.decode("utf-8")
+        check_depth(text)
+        document = json.loads(text)
         return stamped_headers(document["headers"]) if document else None
-    except (ValueError, TypeError, KeyError, InvalidArguments) as exc:
+    except (ValueError, TypeError, KeyError, InvalidArguments, LimitExceeded) as exc:
         log.warning("ignoring stored revocation %s: %s", key, exc)
         return None
 
 
 def _merge_stamps(revoked_stamps: dict[str, Any], stamps: Mapping[str, list[Any]]) -> None:
-    """What Celery's ``revoke_by_stamped_headers`` control command does with its headers."""
+    """What Celery's ``revoke_by_stamped_headers`` control command does with its headers,
+    without the duplicates, in time linear in the values (a set of those already known)."""
     for name, values in stamps.items():
         known = _as_list(revoked_stamps.get(name))
-        revoked_stamps[name] = known + [value for value in values if value not in known]
+        seen = {_hashable(value) for value in known}
+        for value in values:
+            mark = _hashable(value)
+            if mark not in seen:
+                seen.add(mark)
+                known.append(value)
+        revoked_stamps[name] = known
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a set member: itself, or the JSON of a list or an object."""
+    try:
+        hash(value)
+    except TypeError:
+        return ("json", json.dumps(value, sort_keys=True, default=repr))
+    return value
 
 
 #: The control commands that revoke task ids (``terminate`` is ``revoke`` with terminate).
@@ -234,8 +269,57 @@ _REVOKING_IDS = frozenset({"revoke", "terminate"})
 _REVOKING = frozenset({"task_id", "headers"})
 
 
+class _Node(pidbox.Node):
+    """The worker's end of the control mailbox: large arguments are fetched first.
+
+    A broadcast too large for a message (a revocation of thousands of ids, or
+    ``GroupResult.revoke()`` of a large group) travels with its arguments in S3
+    (:mod:`tasks.codec`); the worker's pidbox got the references themselves and
+    ignored the revocation, which only restarted workers (reading S3) honoured.
+    Only objects under one broadcast's own prefix (``payloads/control/<hex>/``)
+    are read, never a task's arguments.
+    """
+
+    def handle_message(self, body: Any, message: Any = None) -> Any:
+        arguments = body.get("arguments") if isinstance(body, dict) else None
+        ref = _first_ref(arguments)
+        if ref is not None:
+            under = control_payload_dir(ref.key)
+            try:
+                if under is None:
+                    raise PayloadError(f"{ref.key!r:.120} is not a control payload")
+                codec = self.state.app.services.codec  # type: ignore[union-attr]
+                body = {**body, "arguments": codec.resolve(arguments, under=under)}
+            except Exception as exc:  # noqa: BLE001 - one command, never the worker
+                log.warning("ignored control command %r: %s", body.get("method"), exc)
+                return None
+        return super().handle_message(body, message)  # type: ignore[no-untyped-call]
+
+
+def _first_ref(value: Any) -> PayloadRef | None:
+    if isinstance(value, PayloadRef):
+        return value
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(items, (list, tuple)) or isinstance(value, dict):
+        for item in items:
+            found = _first_ref(item)
+            if found is not None:
+                return found
+    return None
+
+
+class _Mailbox(pidbox.Mailbox):
+    node_cls = _Node
+
+
 class Control(control.Control):  # type: ignore[misc]
-    """Celery's ``app.control``: a revocation is written to S3 before it is broadcast."""
+    """Celery's ``app.control``: a revocation is written to S3 before it is broadcast.
+
+    A broadcast whose arguments are too large for a message puts them under a
+    prefix of its own in S3 (``payloads/control/<hex>/``), which workers read.
+    """
+
+    Mailbox = _Mailbox
 
     def broadcast(
         self,
@@ -252,8 +336,14 @@ class Control(control.Control):  # type: ignore[misc]
             if command in _REVOKING_IDS:
                 remember(self.app.services.store(), _as_list(given.get("task_id")))
             elif command == "revoke_by_stamped_headers":
-                remember_stamped(self.app.services.store(), given.get("headers") or {})
-        return super().broadcast(command, arguments, destination, *args, **kwargs)
+                stamps = remember_stamped(self.app.services.store(), given.get("headers") or {})
+                if stamps and isinstance(arguments, Mapping):
+                    # Names the stored write, so that a worker that merged it from S3
+                    # already (a task came first) does not merge it again (see _not_again).
+                    stored = revoked_stamped_key(_stamped_document(stamps))
+                    arguments = {**arguments, STORED_ARGUMENT: stored}
+        with payload_prefix(control_payload_prefix()):
+            return super().broadcast(command, arguments, destination, *args, **kwargs)
 
 
 class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -273,10 +363,18 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
         self._services = parent.app.services
         self._merged: set[tuple[str, datetime]] = set()
 
+    def merged(self, key: str) -> bool:
+        """Whether a write of stored revocation ``key`` was merged into this worker."""
+        return any(merged_key == key for merged_key, _ in self._merged)
+
     def start(self, parent: Any) -> None:
+        _workers[id(self._app)] = self
         signals.task_received.connect(self._received, weak=False)
         try:
             loaded = load_into_worker_state(self._services.store(), merged=self._merged)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not load the stored revocations (%s): %s", REVOKED, exc)
+            return
         except Exception:
             log.exception("could not load the stored revocations (%s)", REVOKED)
             return
@@ -288,6 +386,8 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
         )
 
     def stop(self, parent: Any) -> None:
+        if _workers.get(id(self._app)) is self:
+            del _workers[id(self._app)]
         signals.task_received.disconnect(self._received)
 
     def _received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
@@ -298,8 +398,45 @@ class StoredRevocations(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         try:
             added = refresh_stamped(self._services.store(), self._merged)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not read the stored revocations by stamped headers: %s", exc)
+            return
         except Exception:
             log.exception("could not read the stored revocations by stamped headers")
             return
         if added:
             log.info("merged %d new revocation(s) by stamped headers from S3", added)
+
+
+#: The StoredRevocations step of each running worker's app, by id (one per process, or one
+#: per embedded worker in tests); a step removes itself when it stops.
+_workers: dict[int, StoredRevocations] = {}
+#: The broadcast argument naming a revocation's stored write (``revoked/stamped/<sha>.json``).
+STORED_ARGUMENT = "cloudworker_stored"
+_celery_revoke_by_stamped_headers = worker_control.Panel.data["revoke_by_stamped_headers"]
+
+
+@worker_control.control_command(  # type: ignore[untyped-decorator]
+    variadic="headers", signature="[key1=value1 [key2=value2 [... [keyN=valueN]]]]"
+)
+def revoke_by_stamped_headers(
+    state: Any, headers: Any, terminate: bool = False, signal: Any = None, **kwargs: Any
+) -> Any:
+    """Celery's command; a revocation the worker merged from S3 already is not merged again.
+
+    A task carrying the stamps often reaches the worker before the broadcast does,
+    and the worker then merges the stored revocation first (StoredRevocations). If
+    the worker's stamps were cleared in between (Celery's own tests do, after each
+    case), the late broadcast brought the old revocation back and refused the next
+    task with those stamps. Running tasks are still terminated as Celery does.
+    """
+    stored = kwargs.pop(STORED_ARGUMENT, None)
+    worker = _workers.get(id(getattr(state, "app", None)))
+    if not (isinstance(stored, str) and worker is not None and worker.merged(stored)):
+        return _celery_revoke_by_stamped_headers(state, headers, terminate, signal, **kwargs)
+    kept = dict(worker_state.revoked_stamps)
+    try:
+        return _celery_revoke_by_stamped_headers(state, headers, terminate, signal, **kwargs)
+    finally:
+        worker_state.revoked_stamps.clear()
+        worker_state.revoked_stamps.update(kept)
