@@ -151,9 +151,16 @@ class ChordJoin:
         expected_by = _buckets(request) or []
         bucket = _bucket_of(task_id, len(expected_by)) if expected_by else None
         here = prefix if bucket is None else f"{prefix}{_BUCKET}{bucket}/"
-        store.put(f"{here}{_DONE}{task_id}", b"")
-        if failure is not None and self._claim(prefix, task_id):
-            self._fail(group_id, request, f"Dependency {task_id} raised {failure!r}", failure)
+        if failure is not None:
+            # Any message may carry the group id: only a part of the header fails it.
+            if not self._is_member(group_id, prefix, task_id):
+                log.warning("chord %s: task %s is not one of its parts", group_id, task_id)
+                return
+            store.put(f"{here}{_DONE}{task_id}", b"")
+            if self._claim(prefix, task_id):
+                self._fail(group_id, request, f"Dependency {task_id} raised {failure!r}", failure)
+        else:
+            store.put(f"{here}{_DONE}{task_id}", b"")
         names = [listed.key[len(here) :] for listed in store.list(here)]
         done = sum(name.startswith(_DONE) for name in names)
         if bucket is None:
@@ -162,8 +169,16 @@ class ChordJoin:
             expected = expected_by[bucket] + sum(name.startswith(_EXTRA) for name in names)
         if expected is None or done < expected:
             return
-        if done > expected:
-            log.warning("chord %s: %d parts reported, %d expected", group_id, done, expected)
+        done_here = self._parts_done(
+            group_id=group_id,
+            prefix=prefix,
+            names=names,
+            expected=expected,
+            expected_by=expected_by,
+            bucket=bucket,
+        )
+        if not done_here:
+            return  # the count was reached with reports of tasks outside the header
         if bucket is not None and not self._all_buckets_done(prefix, bucket, len(expected_by)):
             return
         if failure is None and self._claim(prefix, task_id):
@@ -175,6 +190,64 @@ class ChordJoin:
         else:
             fired = f"{prefix}{_FIRED}"
             store.delete_many(k.key for k in store.list(prefix) if k.key != fired)
+
+    def _members(self, group_id: str, added: set[str]) -> set[str] | None:
+        """The ids that report as parts: the saved header's tasks, and ``added`` to it.
+
+        None when the header was not saved (or has expired): then every report counts.
+        """
+        header = GroupResult.restore(group_id, backend=self.backend)
+        if header is None:
+            return None
+        return {str(leaf.id) for leaf in _leaves(header)} | added
+
+    def _added(self, prefix: str) -> set[str]:
+        """The tasks added to the chord (``add_to_chord``): two small listings."""
+        store = self._store()
+        return {
+            listed.key[len(start) :]
+            for start in (f"{prefix}{_EXTRA}", f"{prefix}{_ADDED}")
+            for listed in store.list(start)
+        }
+
+    def _is_member(self, group_id: str, prefix: str, task_id: str) -> bool:
+        members = self._members(group_id, self._added(prefix))
+        return members is None or task_id in members
+
+    def _parts_done(
+        self,
+        *,
+        group_id: str,
+        prefix: str,
+        names: list[str],
+        expected: int,
+        expected_by: list[int],
+        bucket: int | None,
+    ) -> bool:
+        """Whether the parts that reported here are enough once reports of tasks outside
+        the header are left out: any message may carry the group id, and its report
+        would otherwise fire the body before a real part has ended (the join then
+        timed out). Read only when the count is reached: one GET of the header."""
+        if bucket is None:  # the listing in hand has the tasks added
+            added = {n[len(_EXTRA) :] for n in names if n.startswith(_EXTRA)}
+        else:
+            added = {
+                k.key[len(prefix) + len(_ADDED) :] for k in self._store().list(prefix + _ADDED)
+            }
+        members = self._members(group_id, added)
+        if members is None:
+            return True
+        if bucket is not None:
+            members = {m for m in members if _bucket_of(m, len(expected_by)) == bucket}
+        reported = {name[len(_DONE) :] for name in names if name.startswith(_DONE)}
+        outsiders = reported - members
+        if outsiders:
+            log.warning(
+                "chord %s: %d report(s) of tasks not in its header left out",
+                group_id,
+                len(outsiders),
+            )
+        return len(reported & members) >= expected
 
     def _all_buckets_done(self, prefix: str, bucket: int, buckets: int) -> bool:
         """This part completed its bucket: whether every bucket, and every added task, is done."""

@@ -142,3 +142,29 @@ def test_a_saved_group_result_is_restored_by_another_process(fleet: Workers) -> 
     assert restored is not None
     assert [r.id for r in restored.results] == [r.id for r in saved.results]
     assert restored.get(timeout=90) == [1, 2, 3, 4, 5]
+
+
+def test_messages_carrying_a_chords_group_id_neither_complete_nor_fail_it(
+    fleet: Workers, tmp_path: Path
+) -> None:
+    """Any message may carry a chord's group id (and its body). One that ran counted as a
+    part: the body fired before the real parts had ended and failed with
+    ChordError(TimeoutError); one refused for its arguments claimed the chord and failed
+    its body. Only the tasks of the header count now."""
+    app = fleet.app
+    markers = [tmp_path / f"part{n}" for n in range(2)]
+    header = [app.signature("tests.slow", args=(2, str(marker))) for marker in markers]
+    body = app.signature("tests.record", args=(str(tmp_path / "body"),))
+    result = chord(header, body).apply_async()
+    group_id = result.parent.id
+    eventually(lambda: all(m.exists() for m in markers), what="both parts started")
+    chord_body = dict(body)
+    extra = app.send_task("tests.add", args=(1, 1), group_id=group_id, chord=chord_body)
+    refused = app.send_task("tests.add", args=(1,), group_id=group_id, chord=chord_body)
+    assert extra.get(timeout=30) == 2
+    with pytest.raises(TypeError):  # InvalidArguments: refused for its arguments
+        refused.get(timeout=30)
+    assert result.get(timeout=90) == [2, 2]  # the header's own results, in order
+    assert len(executions(tmp_path / "body")) == 1
+    log = fleet.stack.log_file("canvas1").read_text()
+    assert "is not one of its parts" in log

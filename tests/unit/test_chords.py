@@ -211,10 +211,11 @@ def test_a_bucketed_chord_fires_once_when_its_last_part_reports_and_lists_little
     buckets = 500 // FANOUT + 1
     # Each part lists its bucket, and each bucket's last part the buckets: never all 500.
     assert max(listed[:-1]) < 2 * FANOUT
-    # One LIST per report (a redelivered part reports twice), one more per report of
-    # a bucket's last part (its redelivery, if it had one, lists the buckets again).
+    # One LIST per report (a redelivered part reports twice), two more per report of
+    # a bucket's last part (its redelivery, if it had one, lists again): the buckets,
+    # and the tasks added to the chord (reports of tasks outside the header are left out).
     redelivered = len(parts) // 50 + 1
-    assert len(listed) <= len(parts) + redelivered + buckets + redelivered + 1
+    assert len(listed) <= len(parts) + redelivered + 2 * (buckets + redelivered) + 1
     assert [k for k in memory_store.objects if k.startswith(chord_prefix(group_id))] == [
         f"{chord_prefix(group_id)}fired"
     ]
@@ -315,3 +316,41 @@ def test_a_body_failed_unrun_is_pushed_to_its_caller(memory_app: CloudworkerCele
     assert notice is not None
     assert notice_state(notice) == states.FAILURE
     assert backend._callers == {}  # only while Celery stores the failure
+
+
+def test_a_report_of_a_task_outside_the_header_neither_fires_nor_fails_the_chord(
+    memory_app: CloudworkerCelery,
+) -> None:
+    """Any message may carry a chord's group id: its report fired the body before a real
+    part had ended (the join timed out, ChordError), and its failure claimed the chord."""
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id = str(uuid.uuid4())
+    header = memory_app.GroupResult(group_id, [memory_app.AsyncResult(f"p{n}") for n in range(3)])
+    join.apply(header, memory_app.signature("tests.total"))
+    join.set_size(group_id, 3)
+    parts = [part(group_id, f"p{n}") for n in range(3)]
+    join.part_returned(parts[0])
+    join.part_returned(part(group_id, "intruder"))  # an extra message with the group id
+    join.part_returned(parts[1])
+    assert join.fired == []  # three reports, but p2 has not ended
+    join.part_returned(part(group_id, "refused"), ValueError("refused message"))
+    assert join.fired == []  # a failure of a task outside the header claims nothing
+    join.part_returned(parts[2])
+    assert join.fired == ["p2"]
+
+
+def test_a_task_added_to_the_chord_is_one_of_its_parts(memory_app: CloudworkerCelery) -> None:
+    backend = memory_app.backend
+    assert isinstance(backend, CloudworkerBackend)
+    join = Recording(backend)
+    group_id = str(uuid.uuid4())
+    header = memory_app.GroupResult(group_id, [memory_app.AsyncResult("p0")])
+    join.apply(header, memory_app.signature("tests.total"))
+    join.set_size(group_id, 1)
+    join.add(group_id, "added")
+    join.part_returned(part(group_id, "p0"))
+    assert join.fired == []
+    join.part_returned(part(group_id, "added"), ValueError("boom"))
+    assert join.fired == ["added: Dependency added raised ValueError('boom')"]
