@@ -33,6 +33,7 @@ is called back with each one as it is pushed, then with the result.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -46,10 +47,12 @@ from celery.app.task import Context
 from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import result_from_tuple
+from kombu.exceptions import EncodeError
 
 from tasks.aws import is_transient
 from tasks.chords import ChordJoin
 from tasks.codec import payload_prefix
+from tasks.errors import InvalidMessage
 from tasks.finishing import finished_in_background
 from tasks.keys import group_key, result_key, result_payload_prefix, state_key
 from tasks.mailbox import is_stored_only, notice_state
@@ -75,6 +78,10 @@ _HELD: ContextVar[tuple[str, list[tuple[Any, ...]]] | None] = ContextVar(
 _CHECKING_PARENTS: ContextVar[bool] = ContextVar("cloudworker_checking_parents", default=False)
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
+#: The field of a result record written by the task's own run (see _put_and_notify).
+OWN_RUN = "own_run"
+#: Conditional writes tried when a run's result replaces one its run did not write.
+_REPLACE_ATTEMPTS = 3
 
 
 class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
@@ -297,6 +304,24 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         meta: dict[str, Any] = self.decode_result(record)
         return meta
 
+    def exception_to_python(self, exc: Any) -> Any:
+        """Celery's, refusing exception types no task's failure can carry.
+
+        A task that raises ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit``
+        ends its pool process instead of failing, so a stored failure naming one was
+        written by someone else (anyone who can send to a response queue or write
+        to the bucket); raised in the waiting client, it made that process exit.
+        It becomes :class:`~tasks.errors.InvalidMessage` naming what it claimed.
+        """
+        found = super().exception_to_python(exc)
+        if isinstance(found, BaseException) and not isinstance(found, Exception):
+            kind = type(found)
+            return InvalidMessage(
+                f"the result names {kind.__module__}.{kind.__qualname__}, which no task's "
+                f"failure can be: {found!r:.200}"
+            )
+        return found
+
     def meta_from_decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
         # Large results come back as payload references: fetch them before the
         # caller sees the result.
@@ -333,15 +358,18 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         state: str,
         traceback: str | None = None,
         request: Any = None,
+        *,
+        by_update: bool = False,
         **kwargs: Any,
     ) -> Any:
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
         meta["task_id"] = task_id
-        with payload_prefix(result_payload_prefix(task_id)):
-            # The record lives in S3 already: only its large bytes go to separate objects.
-            record = self.services.codec.dumps(meta, whole_document=False)
+        by_run = not by_update and state in states.READY_STATES and _running(task_id)
+        if by_run:
+            meta[OWN_RUN] = True
+        record = self._encode_record(task_id, meta)
         reply_to = getattr(request, "reply_to", None) or self._callers.get(task_id)
         if state not in states.READY_STATES:
             if getattr(request, "id", None) == task_id:
@@ -353,7 +381,9 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.services.states.finish(task_id)
         held = _HELD.get()
         first = _first_delivery(request, task_id)
-        finish = partial(self._put_and_notify, task_id, state, record, reply_to, first=first)
+        finish = partial(
+            self._put_and_notify, task_id, state, record, reply_to, first=first, by_run=by_run
+        )
         if (
             state == states.SUCCESS
             and held is None
@@ -370,6 +400,34 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             finish(held=None if held is None else held[1])
         return result
 
+    def _encode_record(self, task_id: str, meta: dict[str, Any]) -> str:
+        """The JSON of a result record; kombu's ``EncodeError`` if it cannot be stored.
+
+        As Celery's own backends do, an error here is ``EncodeError``, which
+        Celery's worker stores as the task's failure (a value that is not JSON,
+        such as a set, raised ``TypeError``, which Celery took for a crash). A
+        record over ``CLOUDWORKER_MAX_PAYLOAD_BYTES`` is refused whatever holds
+        the size: ``bytes`` always were, text and lists were stored whole.
+        """
+        try:
+            with payload_prefix(result_payload_prefix(task_id)):
+                # The record lives in S3 already: only its large bytes go to separate objects.
+                record = self.services.codec.dumps(meta, whole_document=False)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"the result of task {task_id} cannot be stored: {exc}") from exc
+        limit = self.services.settings.max_payload_bytes
+        too_large = _over(record, limit)
+        if too_large and meta.get("status") in states.PROPAGATE_STATES:
+            # A failure is always stored: its traceback and message cut to fit.
+            record = self.services.codec.dumps(_cut(meta, limit // 8), whole_document=False)
+            too_large = _over(record, limit)
+        if too_large:
+            raise EncodeError(
+                f"the result of task {task_id} cannot be stored: its record is over the "
+                f"limit of {limit:,} bytes (CLOUDWORKER_MAX_PAYLOAD_BYTES)"
+            )
+        return record
+
     def _put_and_notify(
         self,
         task_id: str,
@@ -378,9 +436,17 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         reply_to: str | None,
         *,
         first: bool,
+        by_run: bool = False,
         held: list[tuple[Any, ...]] | None = None,
     ) -> None:
-        """Store a final ``record`` in S3 (the first one stored stands) and notify the caller."""
+        """Store a final ``record`` in S3 and notify the caller.
+
+        The first record a task's own run stores stands (a redelivery finds it, and
+        notifies with it). A record written before by anything else (a refusal of a
+        message that named this task in its chain, ``update_state`` or
+        ``store_result`` for its id) gives way to the run's: the result a caller
+        reads from S3 is the one the task's run produced, as the caller it notifies gets.
+        """
         store = self.services.store()
         key = result_key(task_id)
         # On a task's first delivery a notice that carries its record goes beside
@@ -401,21 +467,46 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             if beside is not None:
                 beside.result()
         if not stored:
-            # A previous execution of this task already answered: that answer stands.
-            log.info("task %s already has a result; keeping the first one", task_id)
-            existing = store.get(key)
-            if existing is not None:
-                if beside is not None and existing.decode("utf-8") != record:
+            standing = self._standing(task_id, record, by_run)
+            if standing is not None:
+                # A previous execution of this task already answered: that answer stands.
+                log.info("task %s already has a result; keeping the first one", task_id)
+                if beside is not None and standing != record:
                     # Two first deliveries at once (a visibility that could not be
                     # extended): the caller keeps the first notice it receives.
                     log.warning("task %s: its notice went beside another run's result", task_id)
-                record = existing.decode("utf-8")
+                record = standing
         if beside is not None:
             return
         if held is not None:
             held.append((reply_to, task_id, state, record))
         else:
             self.services.notifier.send(reply_to, task_id, state, record)
+
+    def _standing(self, task_id: str, record: str, by_run: bool) -> str | None:
+        """After a first write was refused: the record that stands, None if ``record`` does.
+
+        ``record``, written by the task's own run, replaces one that was not
+        (a conditional write on the version read, so two runs never both replace it).
+        """
+        store, key = self.services.store(), result_key(task_id)
+        standing: str | None = None
+        for _ in range(_REPLACE_ATTEMPTS):
+            found = store.read(key)
+            if found is None:  # deleted meanwhile (forget): this one is the first again
+                if store.put(key, record.encode("utf-8"), only_if_absent=True):
+                    return None
+                continue
+            data, version = found
+            standing = data.decode("utf-8")
+            if not by_run or _by_own_run(standing):
+                return standing
+            if store.put(key, record.encode("utf-8"), replacing=version):
+                log.warning(
+                    "task %s: its run's result replaced one not written by its run", task_id
+                )
+                return None
+        return standing
 
     def mark_as_failure(  # noqa: PLR0917 - Celery's signature
         self,
@@ -553,6 +644,37 @@ def _group_members_chained(chain: Any) -> list[dict[str, Any]]:
 
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _running(task_id: str) -> bool:
+    """Whether this process is running task ``task_id`` now: its own run is storing."""
+    task = get_current_task()
+    request = getattr(task, "request", None)
+    return getattr(request, "id", None) == task_id and not getattr(request, "called_directly", True)
+
+
+def _by_own_run(record: str) -> bool:
+    try:
+        meta = json.loads(record)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get(OWN_RUN) is True
+
+
+def _over(record: str, limit: int) -> bool:
+    """Whether ``record`` takes more than ``limit`` bytes in UTF-8 (encoded only if it may)."""
+    return len(record) > limit or (len(record) * 4 > limit and len(record.encode()) > limit)
+
+
+def _cut(meta: dict[str, Any], most: int) -> dict[str, Any]:
+    """A failure's record with its traceback and its exception's message cut to ``most``."""
+    cut = dict(meta)
+    if isinstance(cut.get("traceback"), str):
+        cut["traceback"] = cut["traceback"][-most:]
+    error = cut.get("result")
+    if isinstance(error, dict) and "exc_message" in error:
+        cut["result"] = {**error, "exc_message": [str(error["exc_message"])[:most]]}
+    return cut
 
 
 def _first_delivery(request: Any, task_id: str) -> bool:

@@ -168,9 +168,15 @@ class Mailbox:
         return None if queue is None else queue.url
 
     def expect(self, task_id: str) -> None:
-        """Note that this process sent ``task_id``; make sure the queue exists."""
+        """Note that this process sends ``task_id``; make sure the queue exists.
+
+        A notice filed for that id before it was sent is not its answer (anything
+        may name an id, a refused message's chain for one): it is forgotten.
+        """
         with self._lock:
             self._sent[task_id] = ""
+            self._notices.pop(task_id, None)
+            self._states.pop(task_id, None)
             self._ensure_queue()
 
     def sent(self, task_id: str) -> bool:
@@ -369,8 +375,8 @@ class Notifier:
             exc = sent.exception()
             if isinstance(exc, QueueGone):
                 log.info("response queue %s is gone; the result stays in S3", reply_to)
-            elif exc is not None:
-                log.error("could not notify %s of task %s: %s", reply_to, task_id, exc)
+            elif exc is not None:  # the waiting client also looks in S3
+                log.warning("could not notify %s of task %s: %s", reply_to, task_id, exc)
             done.set_result(None)
 
         self._outbox.put(reply_to, body).add_done_callback(settle)

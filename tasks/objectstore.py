@@ -18,6 +18,8 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from tasks.errors import LimitExceeded
+
 __all__ = ["Listed", "MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
 
 
@@ -33,19 +35,30 @@ class ObjectStore(ABC):
     """Bytes under keys, with a write that only the first writer wins."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+    def put(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, replacing: str | None = None
+    ) -> bool:
         """Store ``data`` at ``key``.
 
         With ``only_if_absent`` the write happens only when nothing is stored at
-        ``key`` yet, atomically; the return value says whether it happened.
+        ``key`` yet, atomically; with ``replacing`` (an ETag from :meth:`read`),
+        only when what is stored there is still that version. The return value
+        says whether it happened.
         """
 
     @abstractmethod
-    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes at ``key`` and their version (ETag), or ``None``."""
+
+    @abstractmethod
+    def get(
+        self, key: str, *, size_hint: int | None = None, max_bytes: int | None = None
+    ) -> bytes | None:
         """The bytes at ``key``, or ``None`` when there is nothing there.
 
         ``size_hint`` (the expected size, when known) lets a large object be
-        fetched in parallel parts.
+        fetched in parallel parts. An object larger than ``max_bytes`` raises
+        :class:`~tasks.errors.LimitExceeded` before its body is read.
         """
 
     @abstractmethod
@@ -90,23 +103,40 @@ class S3ObjectStore(ObjectStore):
             max_concurrency=4,
         )
 
-    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
-        if len(data) > MULTIPART_BYTES and not only_if_absent:
+    def put(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, replacing: str | None = None
+    ) -> bool:
+        conditional = only_if_absent or replacing is not None
+        if len(data) > MULTIPART_BYTES and not conditional:
             self._s3.upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self._transfer)
             return True
         extra = {"IfNoneMatch": "*"} if only_if_absent else {}
+        if replacing is not None:
+            extra["IfMatch"] = replacing
         try:
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except ClientError as exc:
-            # 412: someone stored it first. 409: a concurrent conditional write
-            # to the same key is in flight; it will win or fail on its own.
-            if only_if_absent and _status(exc) in (409, 412):
+            # 412: someone stored it first (or replaced it). 409: a concurrent conditional
+            # write to the same key is in flight; it will win or fail on its own.
+            if conditional and _status(exc) in (404, 409, 412):
                 return False
             raise
         return True
 
-    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
-        if size_hint is not None and size_hint > MULTIPART_BYTES:
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body, str(response["ETag"])
+
+    def get(
+        self, key: str, *, size_hint: int | None = None, max_bytes: int | None = None
+    ) -> bytes | None:
+        if size_hint is not None and size_hint > MULTIPART_BYTES and max_bytes is None:
             buffer = io.BytesIO()
             try:
                 self._s3.download_fileobj(self.bucket, key, buffer, Config=self._transfer)
@@ -121,6 +151,9 @@ class S3ObjectStore(ObjectStore):
             if _status(exc) == 404:
                 return None
             raise
+        if max_bytes is not None and int(response.get("ContentLength") or 0) > max_bytes:
+            response["Body"].close()  # the headers came first: the body is never read
+            raise _too_large(key, int(response["ContentLength"]), max_bytes)
         body: bytes = response["Body"].read()
         return body
 
@@ -162,18 +195,37 @@ class MemoryObjectStore(ObjectStore):
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.written: dict[str, datetime] = {}
+        self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+    def put(
+        self, key: str, data: bytes, *, only_if_absent: bool = False, replacing: str | None = None
+    ) -> bool:
         with self._lock:
             if only_if_absent and key in self.objects:
                 return False
+            if replacing is not None and self._etag(key) != replacing:
+                return False
             self.objects[key] = bytes(data)
             self.written[key] = datetime.now(UTC)
+            self._versions[key] = self._versions.get(key, 0) + 1
             return True
 
-    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
-        return self.objects.get(key)
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            data = self.objects.get(key)
+            return None if data is None else (data, str(self._etag(key)))
+
+    def _etag(self, key: str) -> str | None:
+        return f'"{key}-{self._versions.get(key, 0)}"' if key in self.objects else None
+
+    def get(
+        self, key: str, *, size_hint: int | None = None, max_bytes: int | None = None
+    ) -> bytes | None:
+        data = self.objects.get(key)
+        if data is not None and max_bytes is not None and len(data) > max_bytes:
+            raise _too_large(key, len(data), max_bytes)
+        return data
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
@@ -198,6 +250,10 @@ class MemoryObjectStore(ObjectStore):
     def delete_many(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.delete(key)
+
+
+def _too_large(key: str, size: int, max_bytes: int) -> LimitExceeded:
+    return LimitExceeded(f"{key} holds {size:,} bytes, over the limit of {max_bytes:,}")
 
 
 def _status(exc: ClientError) -> int:

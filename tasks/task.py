@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import Signature, Task, chord
 from celery.exceptions import Retry
 from celery.utils.saferepr import saferepr
@@ -86,6 +87,14 @@ class CloudworkerTask(Task):  # type: ignore[misc]
         self.admit(args or (), kwargs or {})
         return super().apply_async(args, kwargs, *more, **options)
 
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
+    ) -> None:
+        """Celery's. A final state set here (``SUCCESS`` before the task returns, or any
+        state for another task's id) is not a run's result: the run's own result, when
+        it comes, replaces it in S3 (:meth:`~tasks.backend.CloudworkerBackend._standing`)."""
+        super().update_state(task_id, state, meta, by_update=True, **kwargs)
+
     def on_replace(self, sig: Any) -> Any:
         """Celery's, with the replacement answering where the replaced task would have.
 
@@ -121,9 +130,10 @@ class CloudworkerTask(Task):  # type: ignore[misc]
             resolved_args = services.codec.resolve(list(args), consumed, under=under)
             resolved_kwargs = services.codec.resolve(kwargs, consumed, under=under)
             self._resolve_canvas(consumed, under)
-        except Exception as exc:
+        except (ClientError, BotoCoreError) as exc:
             if not is_transient(exc) or self.request.called_directly:
-                raise
+                # Refused for good (access denied...): the caller's error names it.
+                raise PayloadError(f"a claim-checked argument could not be read: {exc}") from exc
             # Celery's own retry_backoff: doubling from 1 s up to a minute, full jitter.
             countdown = get_exponential_backoff_interval(
                 factor=1, retries=self.request.retries, maximum=60, full_jitter=True

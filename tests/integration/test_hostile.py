@@ -24,6 +24,7 @@ import pytest
 from celery.exceptions import NotRegistered
 
 from client.numbers import int_to_text, parse_integers
+from tasks.application import create_app
 from tasks.errors import (
     InvalidArguments,
     InvalidImage,
@@ -34,6 +35,7 @@ from tasks.errors import (
     PayloadError,
 )
 from tests.integration.conftest import LocalStack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +137,22 @@ RAW_ROWS: dict[str, tuple[Raw, Expect]] = {
     "argument nested 500 deep": (
         Raw(args=[nested(500)]),
         Expect(InvalidMessage, "nested deeper than 100", dead_letter="nested deeper than 100"),
+    ),
+    "stamped_headers holding a list": (
+        Raw(headers={"stamped_headers": [[1]], "stamps": {}}),
+        Expect(InvalidMessage, "stamped_headers must be a list of stamp names"),
+    ),
+    "stamped_headers holding an object": (
+        Raw(headers={"stamped_headers": [{"a": 1}], "stamps": {}}),
+        Expect(InvalidMessage, "stamped_headers must be a list of stamp names"),
+    ),
+    "a stamp Celery cannot compare": (
+        Raw(headers={"stamped_headers": ["m"], "stamps": {"m": [{"a": 1}]}}),
+        Expect(InvalidMessage, "stamps 'm' must be text, a number"),
+    ),
+    "a group id that cannot name a chord's objects": (
+        Raw(headers={"group": "a/b c"}, embed={"chord": {"task": "x", "options": {}}}),
+        Expect(InvalidMessage, "group must be 1 to 200 letters"),
     ),
     "body nested 5,000 deep": (
         Raw(body=nested_text(5000)),
@@ -391,6 +409,46 @@ def _forge(hostile: Hostile, kind: str) -> dict[str, Any]:
     ref = _forged_ref(stack, key)
     hostile.forged.append(key)
     return ref
+
+
+def test_a_refusal_naming_another_task_in_its_chain_does_not_fix_that_tasks_result(
+    hostile: Hostile,
+) -> None:
+    """A message refused for its arguments fails the rest of its chain: the FAILURE it
+    stored for a task named there stood for good (first write wins), and every reader of
+    S3 got it, even after that task ran: now that task's own run replaces it."""
+    stack = hostile.stack
+    victim = str(uuid.uuid4())
+    step = {
+        "task": "tasks.compute_stats",
+        "args": [[1]],
+        "kwargs": {},
+        "options": {"task_id": victim},
+        "subtask_type": None,
+        "immutable": True,
+    }
+    refused = Raw(args=["not numbers"], embed={"chain": [step]})
+    # The refused message answers to a process of its own (the victim's caller is this one).
+    sender = create_app(stack.settings)
+    sender.services.mailbox.expect(refused.task_id)
+    hostile.sqs.send_message(
+        QueueUrl=hostile.queue, MessageBody=refused.text(sender.services.mailbox.name)
+    )
+    try:
+        with pytest.raises(InvalidNumbers):
+            sender.AsyncResult(refused.task_id).get(timeout=30)
+    finally:
+        sender.services.mailbox.close()
+    reader = create_app(stack.settings)
+    eventually(lambda: reader.AsyncResult(victim).state == "FAILURE", what="the chain failed")
+    ran = stack.tasks.compute_stats.apply_async(([4, 5, 6],), task_id=victim)
+    assert ran.get(timeout=30)["median"] == 5  # its caller had the real answer before too
+    # What every other reader gets from S3, once the run's record is stored (its caller
+    # may hear of it a few milliseconds before): the run's result, not the refusal's.
+    fresh = create_app(stack.settings)  # reads S3 only: it sent nothing
+    eventually(lambda: fresh.AsyncResult(victim).state == "SUCCESS", what="the run's result")
+    assert fresh.AsyncResult(victim).get(timeout=30)["median"] == 5
+    hostile.still_serving()
 
 
 def test_forged_references_were_neither_read_nor_deleted(hostile: Hostile) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from celery import states
@@ -14,7 +16,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from config import Settings
 from tasks.application import CloudworkerCelery, create_app
 from tasks.backend import CloudworkerBackend, result_key
-from tasks.errors import InvalidNumbers
+from tasks.errors import InvalidMessage, InvalidNumbers
 from tasks.objectstore import MemoryObjectStore
 from tasks.queues import MemoryQueueService
 from tasks.services import Services
@@ -119,11 +121,11 @@ def test_on_a_first_delivery_the_notice_goes_while_the_result_is_put(
         original_send(url, body)
         notified.set()
 
-    def put(key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+    def put(key: str, data: bytes, **options: Any) -> bool:
         # An S3 PUT slower than a SendMessage: it ends after the notice went, if
         # the notice was sent beside it (sent after it, it would not have).
         order.append("notice during put" if notified.wait(2) else "no notice during put")
-        return original_put(key, data, only_if_absent=only_if_absent)
+        return original_put(key, data, **options)
 
     queues.send = send  # type: ignore[method-assign]
     store.put = put  # type: ignore[method-assign]
@@ -188,9 +190,9 @@ def test_a_canvas_step_a_worker_sent_is_answered_by_its_notice_here(
     reads: list[str] = []
     original = store.get
 
-    def counting(key: str, *, size_hint: int | None = None) -> bytes | None:
+    def counting(key: str, **options: Any) -> bytes | None:
         reads.append(key)
-        return original(key, size_hint=size_hint)
+        return original(key, **options)
 
     store.get = counting  # type: ignore[method-assign]
     backend = backend_of(app)
@@ -300,3 +302,142 @@ def test_a_lost_notice_is_found_in_s3_even_while_other_notices_keep_coming(
     finally:
         stop.set()
         thread.join()
+
+
+# -- results that cannot be stored -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        ({1, 2}, "is not JSON serializable"),  # Celery raises EncodeError; this was TypeError
+        ("x" * 30_000, "over the limit of 20,000 bytes"),  # text was stored whole
+        (["x" * 10_000] * 3, "over the limit of 20,000 bytes"),
+        (b"x" * 30_000, "over the limit of 20000"),  # bytes were refused already
+    ],
+    ids=["a set", "text", "a list", "bytes"],
+)
+def test_a_result_that_cannot_be_stored_fails_its_task_with_encode_error(
+    store: MemoryObjectStore, queues: MemoryQueueService, result: object, why: str
+) -> None:
+    from celery.app.trace import build_tracer
+    from kombu.exceptions import EncodeError
+
+    settings = dataclasses.replace(SETTINGS, max_payload_bytes=20_000)
+    services = Services(settings, store=lambda: store, queues=lambda: queues)
+    app = create_app(settings, services=services)
+
+    @app.task(name="t.returns", shared=False)  # type: ignore[untyped-decorator]
+    def returns() -> object:
+        return result
+
+    task_id = sent(app)
+    tracer = build_tracer(returns.name, returns, app=app, eager=False, propagate=False)
+    tracer(task_id, (), {}, {"id": task_id, "reply_to": backend_of(app).reply_address()})
+    record = json.loads(store.objects[result_key(task_id)])
+    assert record["status"] == states.FAILURE
+    assert record["result"]["exc_type"] == "EncodeError"
+    with pytest.raises(EncodeError, match=why):
+        app.AsyncResult(task_id).get(timeout=5)
+
+
+def test_a_failure_too_large_to_store_is_stored_cut(
+    store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    settings = dataclasses.replace(SETTINGS, max_payload_bytes=20_000)
+    services = Services(settings, store=lambda: store, queues=lambda: queues)
+    app = create_app(settings, services=services)
+    task_id = sent(app)
+    finish(app, task_id, ValueError("y" * 50_000), states.FAILURE)
+    record = store.objects[result_key(task_id)]
+    assert len(record) <= 20_000
+    with pytest.raises(ValueError, match="yyyy"):
+        app.AsyncResult(task_id).get(timeout=5)
+
+
+# -- a task's stored result is its own run's --------------------------------------------------
+
+
+def run(app: CloudworkerCelery, task: Any, task_id: str, *args: Any) -> None:
+    """Run ``task`` as a worker's pool process does (Celery's tracer), storing its result."""
+    from celery.app.trace import build_tracer
+
+    tracer = build_tracer(task.name, task, app=app, eager=False, propagate=False)
+    tracer(task_id, args, {}, {"id": task_id, "reply_to": backend_of(app).reply_address()})
+
+
+def stored_result(store: MemoryObjectStore, task_id: str) -> Any:
+    return json.loads(store.objects[result_key(task_id)])["result"]
+
+
+def test_a_result_written_for_another_task_gives_way_to_that_tasks_run(
+    app: CloudworkerCelery, store: MemoryObjectStore
+) -> None:
+    """update_state(task_id=other, state=SUCCESS) and store_result(other_id) fixed the
+    other task's record for good (first write wins): S3 and its caller disagreed."""
+
+    @app.task(name="t.meddles", bind=True, shared=False)  # type: ignore[untyped-decorator]
+    def meddles(self: Any, other: str) -> str:
+        self.update_state(task_id=other, state=states.SUCCESS, meta="forged by a task")
+        return "done"
+
+    @app.task(name="t.honest", shared=False)  # type: ignore[untyped-decorator]
+    def honest() -> str:
+        return "real"
+
+    first, second, meddler = sent(app), sent(app), sent(app)
+    run(app, meddles, meddler, first)
+    backend_of(app).store_result(second, "forged by a client", states.SUCCESS)
+    assert stored_result(store, first) == "forged by a task"
+    run(app, honest, first)
+    run(app, honest, second)
+    assert stored_result(store, first) == "real"
+    assert stored_result(store, second) == "real"
+    # Any other reader (it did not send them: it reads S3) gets the runs' results too.
+    reader = Services(SETTINGS, store=lambda: store, queues=MemoryQueueService)
+    assert create_app(SETTINGS, services=reader).AsyncResult(first).get(timeout=5) == "real"
+
+
+def test_a_success_set_by_update_state_gives_way_to_the_return_value(
+    app: CloudworkerCelery, store: MemoryObjectStore
+) -> None:
+    @app.task(name="t.early", bind=True, shared=False)  # type: ignore[untyped-decorator]
+    def early(self: Any) -> str:
+        self.update_state(state=states.SUCCESS, meta="early")
+        return "returned"
+
+    task_id = sent(app)
+    run(app, early, task_id)
+    assert stored_result(store, task_id) == "returned"
+
+
+def test_a_runs_result_stands_against_a_later_run(
+    app: CloudworkerCelery, store: MemoryObjectStore
+) -> None:
+    """A redelivered run (a crash, a visibility that lapsed) keeps the first run's result."""
+    outcomes = iter(["first run", "second run"])
+
+    @app.task(name="t.twice", shared=False)  # type: ignore[untyped-decorator]
+    def twice() -> str:
+        return next(outcomes)
+
+    task_id = sent(app)
+    run(app, twice, task_id)
+    run(app, twice, task_id)
+    assert stored_result(store, task_id) == "first run"
+
+
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt", "GeneratorExit"])
+def test_a_stored_failure_naming_an_exit_is_not_raised_as_one(
+    app: CloudworkerCelery, store: MemoryObjectStore, kind: str
+) -> None:
+    """A forged FAILURE naming builtins.SystemExit made the waiting client exit."""
+    task_id = sent(app)
+    forged = {"exc_type": kind, "exc_module": "builtins", "exc_message": ["bye"]}
+    store.put(
+        result_key(task_id),
+        json.dumps({"status": "FAILURE", "result": forged, "task_id": task_id}).encode(),
+    )
+    reader = Services(SETTINGS, store=lambda: store, queues=MemoryQueueService)
+    with pytest.raises(InvalidMessage, match=f"names builtins.{kind}, which no task's failure"):
+        create_app(SETTINGS, services=reader).AsyncResult(task_id).get(timeout=5)
