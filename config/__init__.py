@@ -63,6 +63,8 @@ class Settings:
     inbox_enabled: bool = True
     #: S3 prefix watched for new images.
     inbox_prefix: str = "inbox/"
+    #: Largest inbox object processed, in bytes; a larger one is refused unread.
+    inbox_max_bytes: int = 100 * 1024 * 1024
     #: S3 prefix the grey images (and ``.error.json`` reports) are written to.
     outbox_prefix: str = "outbox/"
     #: Name (without the prefix) of the queue receiving the bucket's inbox events.
@@ -146,7 +148,13 @@ class Settings:
             )
         if self.event_heartbeat < 1:
             raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")
-        for name in ("max_integers", "max_pixels", "max_payload_bytes", "inline_max_bytes"):
+        for name in (
+            "max_integers",
+            "max_pixels",
+            "max_payload_bytes",
+            "inline_max_bytes",
+            "inbox_max_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 import threading
@@ -126,14 +127,28 @@ class EventMetrics:
         self._workers: dict[str, tuple[float, float, int, bool]] = {}
         #: Tasks succeeded and failed so far (CloudWatch publishes the increase).
         self.outcomes = {"task-succeeded": 0, "task-failed": 0}
+        #: Events skipped because they could not be read.
+        self.skipped = 0
 
     def on_event(self, event: Mapping[str, Any]) -> None:
-        """Count ``event``; events of other kinds are ignored."""
-        kind = str(event.get("type", ""))
-        if kind.startswith("worker-"):
-            self._on_worker_event(kind, event)
-        elif kind in self.counters:
-            self._on_task_event(kind, event)
+        """Count ``event``; events of other kinds are ignored, malformed ones skipped.
+
+        Anyone who can publish to the events topic can send an event: one that
+        does not parse (a ``freq`` that is not a number...) is skipped with a
+        warning. Raised, it ended the receiver, which reconnected 5 s later and
+        missed the events sent meanwhile, the error-rate alarm's input among them.
+        """
+        if not isinstance(event, Mapping):
+            return
+        kind = str(event.get("type", ""))[:40]
+        try:
+            if kind.startswith("worker-"):
+                self._on_worker_event(kind, event)
+            elif kind in self.counters:
+                self._on_task_event(kind, event)
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            self.skipped += 1
+            log.warning("skipped a malformed %s event: %s", kind, exc)
 
     def _on_task_event(self, kind: str, event: Mapping[str, Any]) -> None:
         uuid = str(event.get("uuid", ""))
@@ -144,7 +159,8 @@ class EventMetrics:
             queue = queue or self._default_queue
             self._remember(uuid, name, queue)
             if kind == "task-sent":
-                self._waiting[uuid] = (queue, float(event.get("timestamp") or self._clock()))
+                sent_at = _number(event.get("timestamp")) or self._clock()
+                self._waiting[uuid] = (queue, sent_at)
                 self._sent_queues.add(queue)
             else:
                 self._waiting.pop(uuid, None)
@@ -181,12 +197,12 @@ class EventMetrics:
             return
         with self._lock:
             _, _, active, _ = self._workers.get(hostname, (0.0, 0.0, 0, False))
-            interval = float(event.get("freq") or 60.0)
+            interval = _number(event.get("freq")) or 60.0
             if kind == "worker-offline":
                 self._workers[hostname] = (0.0, interval, 0, False)
                 return
             if kind == "worker-heartbeat":
-                active = int(event.get("active") or 0)
+                active = int(_number(event.get("active")) or 0)
             self._workers[hostname] = (self._clock(), interval, active, True)
 
     def worker_states(self) -> dict[str, tuple[int, int]]:
@@ -212,6 +228,17 @@ class EventMetrics:
             for queue, sent in self._waiting.values():
                 oldest[queue] = max(oldest.get(queue, 0.0), now - sent)
         return oldest
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite, non-negative number; None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 class FleetCollector(Collector):

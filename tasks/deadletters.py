@@ -168,11 +168,24 @@ def redrive(queues: QueueService, settings: Settings, *, limit: int | None = Non
 def _source_url(
     queues: QueueService, settings: Settings, message: Message, urls: dict[str, str | None]
 ) -> str | None:
-    """The URL of the queue a dead letter came from, if it is one of this deployment's."""
+    """The URL of the queue a dead letter came from, if it is one of this deployment's
+    task queues (a message's source attribute is anyone's to write: never a client's
+    response queue, a monitoring queue, the inbox's or a dead-letter queue)."""
     source = message.attributes.get(SOURCE_ATTRIBUTE, settings.task_queue_name)
     if source not in urls:
         urls[source] = None
-        if source.startswith(settings.queue_prefix) and source != settings.dead_letter_queue_name:
+        if is_task_queue(source, settings):
             with contextlib.suppress(QueueGone):
                 urls[source] = queues.url_of(source)
     return urls[source]
+
+
+def is_task_queue(name: str, settings: Settings) -> bool:
+    """Whether SQS queue ``name`` can be one of this deployment's task queues."""
+    others = (settings.response_queue_prefix, settings.receiver_queue_prefix)
+    return (
+        name.startswith(settings.queue_prefix)
+        and not name.startswith(others)
+        and name != settings.inbox_queue_name
+        and not name.endswith(("-dlq", "-dlq.fifo"))
+    )

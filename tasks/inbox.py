@@ -38,7 +38,7 @@ from kombu.messaging import Consumer
 from config import Settings
 from tasks import tracing
 from tasks.compute import imaging
-from tasks.errors import InvalidInput
+from tasks.errors import InvalidInput, LimitExceeded
 from tasks.objectstore import ObjectStore
 
 __all__ = ["ERROR_SUFFIX", "InboxConsumer", "check_inbox_key", "created_keys", "process_object"]
@@ -113,7 +113,11 @@ def process_object(store: ObjectStore, key: str, settings: Settings) -> str:
     if key.endswith(ERROR_SUFFIX):
         reserved = f"names ending in {ERROR_SUFFIX} are reserved for error reports"
         return _report_error(store, key, target, InvalidInput(reserved))
-    data = store.get(key)
+    try:
+        # Refused from its size, before its body is read (CLOUDWORKER_INBOX_MAX_BYTES).
+        data = store.get(key, max_bytes=settings.inbox_max_bytes)
+    except LimitExceeded as exc:
+        return _report_error(store, key, target, exc)
     if data is None:
         log.info("inbox object %s is gone; nothing to do", key)
         return ""

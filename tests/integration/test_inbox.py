@@ -8,6 +8,8 @@ import json
 import pytest
 from PIL import Image
 
+from tasks.errors import LimitExceeded
+from tasks.objectstore import S3ObjectStore
 from tests.integration.conftest import LocalStack
 from tests.support.inbox import jpeg, wait_for_object
 
@@ -48,3 +50,13 @@ def test_corrupt_image_is_reported_once_and_nothing_loops(stack: LocalStack) -> 
     assert again["LastModified"] == found["LastModified"]
     assert stack.worker_log().count("inbox: queued inbox/corrupt.jpg") == 1
     assert stack.worker_alive()
+
+
+def test_an_object_over_the_limit_is_refused_from_its_headers(stack: LocalStack) -> None:
+    """What keeps a 1 GiB upload out of a pool process: S3 says the size before the body."""
+    s3, bucket = stack.client("s3"), stack.settings.bucket
+    s3.put_object(Bucket=bucket, Key="inbox-limit/blob", Body=b"x" * 5000)
+    store = S3ObjectStore(s3, bucket)
+    with pytest.raises(LimitExceeded, match="5,000 bytes, over the limit of 4,999"):
+        store.get("inbox-limit/blob", max_bytes=4999)
+    assert store.get("inbox-limit/blob", max_bytes=5000) == b"x" * 5000

@@ -63,7 +63,14 @@ class DeadLetterQueue(MemoryQueueService):
         self.waiting: list[Message] = []
         self.sent: list[tuple[str, str]] = []
         self.released: list[str] = []
-        for name in (SOURCE, SETTINGS.dead_letter_queue_name, "cw-other"):
+        for name in (
+            SOURCE,
+            SETTINGS.dead_letter_queue_name,
+            "cw-other",
+            f"{SETTINGS.response_queue_prefix}0123456789abcdef",
+            f"{SETTINGS.receiver_queue_prefix}events-1",
+            SETTINGS.inbox_queue_name,
+        ):
             self.create(name, attributes={}, tags={})
 
     def receive(self, url: str, **_: Any) -> list[Message]:
@@ -94,11 +101,16 @@ def test_redrive_sends_letters_home_and_keeps_what_it_cannot_place() -> None:
         dead("c", source="someone-elses-queue"),
         dead("d", source="cw-gone"),
         dead("e", source=SETTINGS.dead_letter_queue_name),
+        # Queues of this deployment that are not task queues: a forged source attribute
+        # sent a letter into a client's response queue.
+        dead("f", source=f"{SETTINGS.response_queue_prefix}0123456789abcdef"),
+        dead("g", source=f"{SETTINGS.receiver_queue_prefix}events-1"),
+        dead("h", source=SETTINGS.inbox_queue_name),
     ]
     done = redrive(queues, SETTINGS)
-    assert (done.moved, done.kept) == (2, 3)
+    assert (done.moved, done.kept) == (2, 6)
     assert queues.sent == [("memory://cw-tasks", "a"), ("memory://cw-other", "b")]
-    assert queues.released == ["receipt-c", "receipt-d", "receipt-e"]
+    assert queues.released == [f"receipt-{x}" for x in "cdefgh"]
 
 
 def test_redrive_replays_only_what_was_there_when_it_started() -> None:

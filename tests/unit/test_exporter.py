@@ -91,6 +91,20 @@ def test_a_worker_is_up_while_its_heartbeats_come_and_down_when_offline() -> Non
     assert metrics.worker_states() == {"w@h": (0, 0)}
 
 
+def test_a_malformed_event_is_skipped_and_the_next_ones_counted() -> None:
+    """A heartbeat with freq="not-a-number" ended the receiver; the tasks run while it
+    reconnected (5 s) were never counted, and the error-rate alarm reads those counts."""
+    metrics, registry, _ = make()
+    metrics.on_event({"type": "worker-heartbeat", "hostname": "w@h", "freq": "not-a-number"})
+    metrics.on_event({"type": "worker-heartbeat", "hostname": "v@h", "active": {"a": 1}})
+    metrics.on_event({"type": "task-sent", "uuid": "s", "name": "t.z", "timestamp": [1]})
+    metrics.on_event({"type": "task-succeeded", "uuid": "c", "name": "t.z", "hostname": "w"})
+    metrics.on_event(["not", "an", "event"])  # type: ignore[arg-type]
+    labels = {"name": "t.z", "hostname": "w", "queue_name": "tasks"}
+    assert value(registry, "celery_task_succeeded_total", **labels) == 1
+    assert metrics.worker_states() == {"w@h": (1, 0), "v@h": (1, 0)}  # default interval
+
+
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []

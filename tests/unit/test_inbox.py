@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -107,10 +109,12 @@ def test_created_keys_keep_reserved_names_for_process_object_to_report() -> None
 class UntouchableStore(MemoryObjectStore):
     """A store that fails the test if it is read or written."""
 
-    def get(self, key: str, *, size_hint: int | None = None) -> bytes | None:
+    def get(
+        self, key: str, *, size_hint: int | None = None, max_bytes: int | None = None
+    ) -> bytes | None:
         raise AssertionError(f"read {key}")
 
-    def put(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+    def put(self, key: str, data: bytes, **options: Any) -> bool:
         raise AssertionError(f"wrote {key}")
 
 
@@ -131,3 +135,14 @@ def test_created_keys_apply_the_same_key_rule() -> None:
     assert accepted == ["inbox/x.png", "inbox/d/y.png"]
     for key in accepted:
         check_inbox_key(key, SETTINGS)
+
+
+def test_an_inbox_object_over_the_size_limit_is_reported_unread() -> None:
+    """A 1 GiB upload took the pool process to 1,132 MB before it was refused."""
+    store = MemoryObjectStore()
+    store.put("inbox/huge.jpg", b"\xff" * 2001)
+    settings = dataclasses.replace(SETTINGS, inbox_max_bytes=2000)
+    assert process_object(store, "inbox/huge.jpg", settings) == "outbox/huge.jpg.error.json"
+    report = json.loads(store.objects["outbox/huge.jpg.error.json"])
+    assert report["error"] == "LimitExceeded"
+    assert "2,001 bytes, over the limit of 2,000" in report["reason"]
