@@ -16,7 +16,7 @@ from config import load as load_settings
 from deploy import local
 from deploy.aws import cli as aws_cli
 from deploy.endpoints import ENDPOINT_VARIABLE
-from deploy.provision import provision
+from deploy.provision import ProvisioningConflict, provision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         from tasks import aws  # the boto3 client factory with timeouts
 
         settings = load_settings()
-        done = provision(settings, sqs=aws.client("sqs", settings), s3=aws.client("s3", settings))
+        try:
+            done = provision(
+                settings, sqs=aws.client("sqs", settings), s3=aws.client("s3", settings)
+            )
+        except ProvisioningConflict as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(
             f"bucket {done.bucket}\ntask queue {done.task_queue_url}\n"
             f"dead-letter queue {done.dead_letter_queue_url}"

@@ -1,9 +1,28 @@
 """The provisioning step: the queues and the bucket cloudworker needs, created explicitly.
 
 Shared by the local stack (``make up``) and by deployments that do not use the
-CloudFormation template. Idempotent: running it again brings existing
-resources to the configured attributes. Queues are never created as a side
-effect of the first message (see :mod:`tasks.sqs`).
+CloudFormation template. Queues are never created as a side effect of the first
+message (see :mod:`tasks.sqs`).
+
+A bucket or queue that exists already may be a user's own, with settings of their
+own: those are merged into, never replaced. Everything is read first; what cannot
+coexist with what cloudworker needs (an event notification of theirs whose filter
+overlaps the inbox prefix: S3 refuses two for the same objects) is refused with
+:class:`ProvisioningConflict`, naming it, before anything is changed. Then:
+
+* **default encryption**: theirs is kept (SSE-KMS with their key included); a bucket
+  without one gets SSE-S3 (AES256);
+* **lifecycle rules**: theirs are kept; cloudworker's (by their IDs, ``expire-*``)
+  are added beside them, or updated;
+* **bucket and queue policies**: their statements are kept; cloudworker's (by Sid)
+  are added or updated;
+* **event notifications**: theirs are kept (queues, topics, functions, EventBridge);
+  cloudworker's (``cloudworker-inbox``) is added or updated;
+* **public access block**: a bucket created here blocks all public access; an
+  existing bucket keeps its own setting;
+* tags, versioning, logging and the rest are not touched.
+
+Idempotent: a second run reads the same state and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +37,12 @@ from config import Settings
 from tasks import keys
 from tasks.queues import is_gone
 
-__all__ = ["Provisioned", "provision"]
+__all__ = ["Provisioned", "ProvisioningConflict", "provision"]
+
+#: The ID of cloudworker's event notification on the bucket.
+INBOX_NOTIFICATION = "cloudworker-inbox"
+#: The Sid of cloudworker's statement in the inbox queue's policy.
+INBOX_STATEMENT = "S3InboxEvents"
 
 #: Receives before a task message is moved to the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
@@ -27,6 +51,10 @@ PAYLOAD_EXPIRY_DAYS = 1
 #: Days a stored revocation is kept: it is in force for Celery's REVOKE_EXPIRES (3 h),
 #: and a lifecycle rule counts in whole days.
 REVOKED_EXPIRY_DAYS = 1
+
+
+class ProvisioningConflict(Exception):
+    """Something of the user's on the bucket cannot coexist with what cloudworker needs."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +68,15 @@ class Provisioned:
 
 
 def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
-    """Create or update the bucket, the task, dead-letter and inbox-events queues."""
-    _ensure_bucket(s3, settings)
+    """Create or update the bucket, the task, dead-letter and inbox-events queues.
+
+    Raises :class:`ProvisioningConflict`, having changed nothing, when the bucket
+    holds a setting of the user's that cannot coexist with cloudworker's.
+    """
+    existing = _bucket_exists(s3, settings.bucket)
+    notifications = _notifications(s3, settings.bucket) if existing else {}
+    _check_notifications(notifications, settings)
+    _ensure_bucket(s3, settings, existing)
     dlq_url = _ensure_queue(
         sqs, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
     )
@@ -57,45 +92,116 @@ def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
             "RedrivePolicy": redrive,
         },
     )
-    inbox_url = _ensure_inbox(sqs, s3, settings, redrive)
+    inbox_url = _ensure_inbox(sqs, s3, settings, redrive, notifications)
     return Provisioned(settings.bucket, task_url, dlq_url, inbox_url)
 
 
-def _ensure_inbox(sqs: Any, s3: Any, settings: Settings, redrive: str) -> str:
+def _ensure_inbox(
+    sqs: Any, s3: Any, settings: Settings, redrive: str, notifications: dict[str, Any]
+) -> str:
     """The queue S3 notifies of objects created under the inbox prefix, and the notification."""
     url = _ensure_queue(
         sqs, settings.inbox_queue_name, {"VisibilityTimeout": "60", "RedrivePolicy": redrive}
     )
     arn = _arn_of(sqs, url)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "S3InboxEvents",
-                "Effect": "Allow",
-                "Principal": {"Service": "s3.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{settings.bucket}"}},
-            }
-        ],
+    statement = {
+        "Sid": INBOX_STATEMENT,
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{settings.bucket}"}},
     }
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
-    prefix_rule = {"Name": "prefix", "Value": settings.inbox_prefix}
-    s3.put_bucket_notification_configuration(
-        Bucket=settings.bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "Id": "cloudworker-inbox",
-                    "QueueArn": arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [prefix_rule]}},
-                }
-            ]
-        },
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get(
+        "Attributes", {}
     )
+    policy = _with_statements(_policy_document(current.get("Policy")), [statement])
+    if policy != _policy_document(current.get("Policy")):
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    ours = {
+        "Id": INBOX_NOTIFICATION,
+        "QueueArn": arn,
+        "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": settings.inbox_prefix}]}},
+    }
+    queues = notifications.get("QueueConfigurations", [])
+    current = next((q for q in queues if q.get("Id") == INBOX_NOTIFICATION), None)
+    if current is None or _notification_key(current) != _notification_key(ours):
+        theirs = [q for q in queues if q.get("Id") != INBOX_NOTIFICATION]
+        s3.put_bucket_notification_configuration(
+            Bucket=settings.bucket,
+            NotificationConfiguration={**notifications, "QueueConfigurations": [*theirs, ours]},
+        )
     return url
+
+
+def _notification_key(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What a queue notification does, whatever spelling S3 answers it with."""
+    rules = config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return (
+        config.get("QueueArn"),
+        tuple(sorted(config.get("Events", []))),
+        tuple(sorted((str(r.get("Name", "")).lower(), r.get("Value")) for r in rules)),
+    )
+
+
+#: The kinds of event notification a bucket's configuration holds.
+_NOTIFICATION_KINDS = (
+    "QueueConfigurations",
+    "TopicConfigurations",
+    "LambdaFunctionConfigurations",
+)
+
+
+def _notifications(s3: Any, bucket: str) -> dict[str, Any]:
+    """The bucket's event notifications, as ``put_bucket_notification_configuration`` takes them."""
+    found = s3.get_bucket_notification_configuration(Bucket=bucket)
+    kept = {kind: found[kind] for kind in _NOTIFICATION_KINDS if found.get(kind)}
+    if "EventBridgeConfiguration" in found:
+        kept["EventBridgeConfiguration"] = found["EventBridgeConfiguration"]
+    return kept
+
+
+def _check_notifications(notifications: dict[str, Any], settings: Settings) -> None:
+    """Refuse a notification of the user's for objects the inbox's would also match."""
+    for kind in _NOTIFICATION_KINDS:
+        for config in notifications.get(kind, []):
+            if config.get("Id") == INBOX_NOTIFICATION:
+                continue
+            if not any(str(e).startswith(("s3:ObjectCreated", "s3:*")) for e in config["Events"]):
+                continue
+            rules = {
+                str(rule.get("Name", "")).lower(): str(rule.get("Value", ""))
+                for rule in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            }
+            prefix = rules.get("prefix", "")
+            if prefix.startswith(settings.inbox_prefix) or settings.inbox_prefix.startswith(prefix):
+                raise ProvisioningConflict(
+                    f"bucket {settings.bucket}: event notification "
+                    f"{config.get('Id') or '(no id)'!r} ({kind}, prefix {prefix!r}) overlaps "
+                    f"cloudworker's inbox prefix {settings.inbox_prefix!r}; S3 cannot send both. "
+                    "Change its filter or CLOUDWORKER_INBOX_PREFIX (nothing was changed)"
+                )
+
+
+def _comparable(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _policy_document(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {"Version": "2012-10-17", "Statement": []}
+    document: dict[str, Any] = json.loads(text)
+    statements = document.get("Statement", [])
+    document["Statement"] = statements if isinstance(statements, list) else [statements]
+    return document
+
+
+def _with_statements(document: dict[str, Any], ours: list[dict[str, Any]]) -> dict[str, Any]:
+    """``document`` with ``ours`` added, or put in place of the statements with their Sids."""
+    sids = {statement["Sid"] for statement in ours}
+    theirs = [s for s in document.get("Statement", []) if s.get("Sid") not in sids]
+    return {**document, "Statement": [*theirs, *ours]}
 
 
 def _arn_of(sqs: Any, url: str) -> str:
@@ -116,45 +222,93 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
     return url
 
 
-def _ensure_bucket(s3: Any, settings: Settings) -> None:
-    bucket = settings.bucket
+def _bucket_exists(s3: Any, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
-    except ClientError:
+    except ClientError as exc:
+        if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _ensure_bucket(s3: Any, settings: Settings, existing: bool) -> None:
+    bucket = settings.bucket
+    if not existing:
         create: dict[str, Any] = {"Bucket": bucket}
         if settings.region != "us-east-1":
             create["CreateBucketConfiguration"] = {"LocationConstraint": settings.region}
         s3.create_bucket(**create)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+    if not _has_default_encryption(s3, bucket):
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
     if str(s3.meta.endpoint_url).startswith("https://"):
         # On AWS, refuse plain HTTP outright (the local endpoint speaks only HTTP).
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(_https_only(bucket)))
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
-                _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
-                _expiry_rule("expire-groups", keys.GROUPS, settings.result_expiry_days),
-                _expiry_rule("expire-chords", keys.CHORDS, settings.result_expiry_days),
-                _expiry_rule("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
-            ]
-        },
-    )
+        current = _bucket_policy(s3, bucket)
+        merged = _with_statements(current, _https_only(bucket)["Statement"])
+        if merged != current:
+            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(merged))
+    ours = [
+        _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
+        _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
+        _expiry_rule("expire-groups", keys.GROUPS, settings.result_expiry_days),
+        _expiry_rule("expire-chords", keys.CHORDS, settings.result_expiry_days),
+        _expiry_rule("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
+    ]
+    current_rules = _lifecycle_rules(s3, bucket)
+    ids = {rule["ID"] for rule in ours}
+    rules = [rule for rule in current_rules if rule.get("ID") not in ids] + ours
+    if _comparable(rules) != _comparable(current_rules):
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": rules}
+        )
+
+
+def _has_default_encryption(s3: Any, bucket: str) -> bool:
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    except ClientError as exc:
+        if _code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
+            return False
+        raise
+    return bool(rules.get("Rules"))
+
+
+def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    try:
+        rules: list[dict[str, Any]] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as exc:
+        if _code(exc) == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+    return rules
+
+
+def _bucket_policy(s3: Any, bucket: str) -> dict[str, Any]:
+    try:
+        text = s3.get_bucket_policy(Bucket=bucket)["Policy"]
+    except ClientError as exc:
+        if _code(exc) == "NoSuchBucketPolicy":
+            return _policy_document(None)
+        raise
+    return _policy_document(text)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _https_only(bucket: str) -> dict[str, Any]:

@@ -1,0 +1,165 @@
+"""Provisioning onto a bucket a user already has: theirs is kept, cloudworker's added.
+
+A user points cloudworker at a bucket of their own: SSE-KMS under their key, a
+lifecycle rule, a bucket policy, an event notification to a queue of theirs and
+tags. ``python -m deploy provision``, run twice against the local endpoint, must
+keep all of it, add cloudworker's own rules beside, and change nothing the second
+time. A notification of theirs that overlaps the inbox prefix is refused, naming it,
+before anything is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import LocalStack
+
+pytestmark = pytest.mark.integration
+
+KEY_ID = "arn:aws:kms:us-east-1:000000000000:key/11111111-2222-3333-4444-555555555555"
+
+
+def state(stack: LocalStack, bucket: str) -> dict[str, Any]:
+    """Everything provisioning could change on ``bucket``, as S3 answers it."""
+    s3 = stack.client("s3")
+    notifications = s3.get_bucket_notification_configuration(Bucket=bucket)
+    notifications.pop("ResponseMetadata", None)
+    return {
+        "encryption": s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"],
+        "lifecycle": s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"],
+        "policy": json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]),
+        "notifications": notifications,
+        "tags": s3.get_bucket_tagging(Bucket=bucket)["TagSet"],
+    }
+
+
+def users_bucket(stack: LocalStack, inbox_overlap: bool = False) -> tuple[str, str]:
+    """A bucket as a user has it, and the ARN of the queue its notification goes to."""
+    s3, sqs = stack.client("s3"), stack.client("sqs")
+    bucket = f"users-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": KEY_ID,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "users-archive",
+                    "Filter": {"Prefix": "archive/"},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": 365},
+                }
+            ]
+        },
+    )
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "UsersReadOnly",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:DeleteObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/archive/*",
+                    }
+                ],
+            }
+        ),
+    )
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "team", "Value": "data"}]})
+    url = sqs.create_queue(QueueName=f"users-events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    prefix = "inbox/mine/" if inbox_overlap else "uploads/"
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "users-uploads",
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                }
+            ]
+        },
+    )
+    return bucket, arn
+
+
+def provision(stack: LocalStack, bucket: str) -> Any:
+    return stack.run(
+        "-m",
+        "deploy",
+        "provision",
+        env={"CLOUDWORKER_BUCKET": bucket, "CLOUDWORKER_QUEUE_PREFIX": f"{bucket}-"},
+        timeout=120,
+    )
+
+
+def test_provisioning_keeps_what_the_user_set_and_adds_its_own_beside(stack: LocalStack) -> None:
+    bucket, users_queue = users_bucket(stack)
+    before = state(stack, bucket)
+    first = provision(stack, bucket)
+    assert first.returncode == 0, first.stderr
+    after = state(stack, bucket)
+    # Their encryption (their KMS key), tags and policy are as they were.
+    assert after["encryption"] == before["encryption"]
+    assert after["tags"] == before["tags"]
+    assert after["policy"] == before["policy"]
+    # Their lifecycle rule, with cloudworker's beside it.
+    assert after["lifecycle"][0] == before["lifecycle"][0]
+    assert {rule["ID"] for rule in after["lifecycle"]} == {
+        "users-archive",
+        "expire-payloads",
+        "expire-results",
+        "expire-groups",
+        "expire-chords",
+        "expire-revoked",
+    }
+    # Their notification, with cloudworker's inbox notification beside it.
+    queues = {q["Id"]: q for q in after["notifications"]["QueueConfigurations"]}
+    assert set(queues) == {"users-uploads", "cloudworker-inbox"}
+    assert queues["users-uploads"]["QueueArn"] == users_queue
+    # A second run changes nothing.
+    second = provision(stack, bucket)
+    assert second.returncode == 0, second.stderr
+    assert state(stack, bucket) == after
+
+
+def test_a_notification_overlapping_the_inbox_is_refused_before_anything_changes(
+    stack: LocalStack,
+) -> None:
+    bucket, _ = users_bucket(stack, inbox_overlap=True)
+    before = state(stack, bucket)
+    refused = provision(stack, bucket)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: bucket {bucket}: event notification 'users-uploads' (QueueConfigurations, "
+        "prefix 'inbox/mine/') overlaps cloudworker's inbox prefix 'inbox/'; S3 cannot send "
+        "both. Change its filter or CLOUDWORKER_INBOX_PREFIX (nothing was changed)"
+    ]
+    assert state(stack, bucket) == before
+    sqs = stack.client("sqs")
+    assert not sqs.list_queues(QueueNamePrefix=f"{bucket}-").get("QueueUrls")
