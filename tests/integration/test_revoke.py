@@ -10,8 +10,10 @@ REVOKED keep the revocation in S3 only, as a broadcast nobody heard.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from botocore.exceptions import ClientError
 from celery.exceptions import TaskRevokedError
 
 from deploy import local
+from tasks import codec
+from tasks.application import create_app
 from tasks.revocations import remember
 from tests.integration.conftest import LocalStack
 from tests.support.waiting import eventually
@@ -235,3 +239,31 @@ def test_a_second_purge_within_a_minute_still_empties_the_queue(
         assert time.monotonic() - first_at < 60
     finally:
         idle.close()
+
+
+def test_a_revocation_too_large_for_a_message_reaches_a_running_worker(
+    pool: Workers, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """A broadcast over the inline limit travels with its arguments in S3; the running
+    worker's pidbox got the reference itself and ignored the revocation (about 5,000 ids
+    at the default limit: here a client with a 2 KB limit sends 200)."""
+    settings = dataclasses.replace(pool.app.services.settings, inline_max_bytes=2000)
+    small_messages = create_app(settings)  # installs its codec: every send of this process
+    offset = start(pool)
+    try:
+        victim = str(uuid.uuid4())
+        ids = [str(uuid.uuid4()) for _ in range(199)] + [victim]
+        small_messages.control.revoke(ids)
+        local.wait_for_log(pool.stack, WORKER, offset, victim)  # "Tasks flagged as revoked"
+        marker = tmp_path / "ran"
+        result = pool.slow(0.1, marker, task_id=victim)
+        log = refused_or_ran(pool, offset, victim, marker)
+        assert not marker.exists(), "the revoked task ran"
+        assert f"Discarding revoked task: tests.slow[{victim}]" in log
+        assert "ignored control command" not in log
+        with pytest.raises(TaskRevokedError):
+            result.get(timeout=30)
+    finally:
+        codec.install(local_stack.app.services.codec)
+        small_messages.services.mailbox.close()
+        pool.stop(WORKER)
