@@ -124,14 +124,21 @@ class S3ObjectStore(ObjectStore):
         return True
 
     def read(self, key: str) -> tuple[bytes, str] | None:
+        response = self._get_object(key)
+        if response is None:
+            return None
+        body: bytes = response["Body"].read()
+        return body, str(response["ETag"])
+
+    def _get_object(self, key: str) -> dict[str, Any] | None:
+        """S3's answer to a GET of ``key`` (its body not read yet), or None if missing."""
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            response: dict[str, Any] = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
             raise
-        body: bytes = response["Body"].read()
-        return body, str(response["ETag"])
+        return response
 
     def get(
         self, key: str, *, size_hint: int | None = None, max_bytes: int | None = None
@@ -145,12 +152,9 @@ class S3ObjectStore(ObjectStore):
                     return None
                 raise
             return buffer.getvalue()
-        try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        response = self._get_object(key)
+        if response is None:
+            return None
         if max_bytes is not None and int(response.get("ContentLength") or 0) > max_bytes:
             response["Body"].close()  # the headers came first: the body is never read
             raise _too_large(key, int(response["ContentLength"]), max_bytes)
