@@ -37,6 +37,13 @@ class Settings:
     task_queue: str = "tasks"
     #: The S3 bucket for results and large payloads.
     bucket: str = "cloudworker"
+    #: Base prefix of every S3 key cloudworker reads or writes (``team-a/``: results
+    #: under ``team-a/results/``...), so that deployments can share a bucket. Empty: the root.
+    s3_prefix: str = ""
+    #: A KMS key (id, ARN or alias) that encrypts what cloudworker writes to S3 (SSE-KMS)
+    #: and every queue it creates (task, dead-letter, response, receiver queues). Empty:
+    #: the bucket's default encryption and SQS's own (SSE-SQS).
+    kms_key: str = ""
     #: Seconds a received task stays invisible to other workers.
     visibility_timeout: int = 300
     #: Long-poll wait of every SQS receive, in seconds (1-20).
@@ -145,6 +152,11 @@ class Settings:
         if not 0 <= self.state_interval <= 3600:
             raise SettingsError(
                 f"{PREFIX}STATE_INTERVAL must be 0 to 3600 seconds, not {self.state_interval}"
+            )
+        if self.s3_prefix and (not self.s3_prefix.endswith("/") or self.s3_prefix.startswith("/")):
+            raise SettingsError(
+                f"{PREFIX}S3_PREFIX must be empty or end with '/' (and not start with one), "
+                f"not {self.s3_prefix!r}"
             )
         if self.event_heartbeat < 1:
             raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")

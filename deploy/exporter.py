@@ -347,7 +347,7 @@ class FleetCollector(Collector):
         try:
             size = count = 0
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=settings.bucket, Prefix="payloads/"
+                Bucket=settings.bucket, Prefix=settings.s3_prefix + "payloads/"
             )
             for page in pages:
                 for item in page.get("Contents", []):

@@ -11,7 +11,11 @@ overlaps the inbox prefix: S3 refuses two for the same objects) is refused with
 :class:`ProvisioningConflict`, naming it, before anything is changed. Then:
 
 * **default encryption**: theirs is kept (SSE-KMS with their key included); a bucket
-  without one gets SSE-S3 (AES256);
+  without one, or created here, gets SSE-KMS under ``CLOUDWORKER_KMS_KEY`` if set,
+  else SSE-S3 (AES256).
+  With that key set, cloudworker's objects are written under it whatever the default;
+* **queue encryption**: a queue created here is encrypted with ``CLOUDWORKER_KMS_KEY``
+  if set (else SQS's own SSE); an existing queue with a KMS key of its own keeps it;
 * **lifecycle rules**: theirs are kept; cloudworker's (by their IDs, ``expire-*``)
   are added beside them, or updated;
 * **bucket and queue policies**: their statements are kept; cloudworker's (by Sid)
@@ -21,6 +25,10 @@ overlaps the inbox prefix: S3 refuses two for the same objects) is refused with
 * **public access block**: a bucket created here blocks all public access; an
   existing bucket keeps its own setting;
 * tags, versioning, logging and the rest are not touched.
+
+With a base prefix (``CLOUDWORKER_S3_PREFIX``), cloudworker's lifecycle rules and its
+inbox notification cover only keys under it, and their IDs name it, so several
+deployments can share one bucket, each with its own rules.
 
 Idempotent: a second run reads the same state and writes nothing.
 """
@@ -37,7 +45,7 @@ from config import Settings
 from tasks import keys
 from tasks.queues import is_gone
 
-__all__ = ["Provisioned", "ProvisioningConflict", "provision"]
+__all__ = ["Provisioned", "ProvisioningConflict", "provision", "rule_id"]
 
 #: The ID of cloudworker's event notification on the bucket.
 INBOX_NOTIFICATION = "cloudworker-inbox"
@@ -67,6 +75,16 @@ class Provisioned:
     inbox_queue_url: str
 
 
+def rule_id(name: str, settings: Settings) -> str:
+    """The ID of one of cloudworker's lifecycle rules or notifications on the bucket.
+
+    Without a base prefix, the name itself (``expire-results``); with one, the
+    name and the prefix (``expire-results:team-a/``), one deployment's apart
+    from another's in the same bucket.
+    """
+    return f"{name}:{settings.s3_prefix}" if settings.s3_prefix else name
+
+
 def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
     """Create or update the bucket, the task, dead-letter and inbox-events queues.
 
@@ -78,13 +96,14 @@ def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
     _check_notifications(notifications, settings)
     _ensure_bucket(s3, settings, existing)
     dlq_url = _ensure_queue(
-        sqs, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
+        sqs, settings, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
     )
     redrive = json.dumps(
         {"deadLetterTargetArn": _arn_of(sqs, dlq_url), "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
     )
     task_url = _ensure_queue(
         sqs,
+        settings,
         settings.task_queue_name,
         {
             "VisibilityTimeout": str(settings.visibility_timeout),
@@ -101,7 +120,10 @@ def _ensure_inbox(
 ) -> str:
     """The queue S3 notifies of objects created under the inbox prefix, and the notification."""
     url = _ensure_queue(
-        sqs, settings.inbox_queue_name, {"VisibilityTimeout": "60", "RedrivePolicy": redrive}
+        sqs,
+        settings,
+        settings.inbox_queue_name,
+        {"VisibilityTimeout": "60", "RedrivePolicy": redrive},
     )
     arn = _arn_of(sqs, url)
     statement = {
@@ -118,16 +140,18 @@ def _ensure_inbox(
     policy = _with_statements(_policy_document(current.get("Policy")), [statement])
     if policy != _policy_document(current.get("Policy")):
         sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    inbox = settings.s3_prefix + settings.inbox_prefix
+    notification = rule_id(INBOX_NOTIFICATION, settings)
     ours = {
-        "Id": INBOX_NOTIFICATION,
+        "Id": notification,
         "QueueArn": arn,
         "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": settings.inbox_prefix}]}},
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": inbox}]}},
     }
     queues = notifications.get("QueueConfigurations", [])
-    current = next((q for q in queues if q.get("Id") == INBOX_NOTIFICATION), None)
+    current = next((q for q in queues if q.get("Id") == notification), None)
     if current is None or _notification_key(current) != _notification_key(ours):
-        theirs = [q for q in queues if q.get("Id") != INBOX_NOTIFICATION]
+        theirs = [q for q in queues if q.get("Id") != notification]
         s3.put_bucket_notification_configuration(
             Bucket=settings.bucket,
             NotificationConfiguration={**notifications, "QueueConfigurations": [*theirs, ours]},
@@ -164,9 +188,10 @@ def _notifications(s3: Any, bucket: str) -> dict[str, Any]:
 
 def _check_notifications(notifications: dict[str, Any], settings: Settings) -> None:
     """Refuse a notification of the user's for objects the inbox's would also match."""
+    inbox = settings.s3_prefix + settings.inbox_prefix
     for kind in _NOTIFICATION_KINDS:
         for config in notifications.get(kind, []):
-            if config.get("Id") == INBOX_NOTIFICATION:
+            if config.get("Id") == rule_id(INBOX_NOTIFICATION, settings):
                 continue
             if not any(str(e).startswith(("s3:ObjectCreated", "s3:*")) for e in config["Events"]):
                 continue
@@ -175,12 +200,13 @@ def _check_notifications(notifications: dict[str, Any], settings: Settings) -> N
                 for rule in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
             }
             prefix = rules.get("prefix", "")
-            if prefix.startswith(settings.inbox_prefix) or settings.inbox_prefix.startswith(prefix):
+            if prefix.startswith(inbox) or inbox.startswith(prefix):
                 raise ProvisioningConflict(
                     f"bucket {settings.bucket}: event notification "
                     f"{config.get('Id') or '(no id)'!r} ({kind}, prefix {prefix!r}) overlaps "
-                    f"cloudworker's inbox prefix {settings.inbox_prefix!r}; S3 cannot send both. "
-                    "Change its filter or CLOUDWORKER_INBOX_PREFIX (nothing was changed)"
+                    f"cloudworker's inbox prefix {inbox!r}; S3 cannot send both. Change "
+                    "its filter, CLOUDWORKER_INBOX_PREFIX or CLOUDWORKER_S3_PREFIX "
+                    "(nothing was changed)"
                 )
 
 
@@ -210,15 +236,23 @@ def _arn_of(sqs: Any, url: str) -> str:
     return arn
 
 
-def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+def _ensure_queue(sqs: Any, settings: Settings, name: str, attributes: dict[str, str]) -> str:
+    """Create queue ``name``, or set cloudworker's attributes on it, keeping its own key."""
+    encryption = {"KmsMasterKeyId": settings.kms_key} if settings.kms_key else {}
     try:
         url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
         if not is_gone(exc):
             raise
-        created: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        created: str = sqs.create_queue(QueueName=name, Attributes={**attributes, **encryption})[
+            "QueueUrl"
+        ]
         return created
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    if encryption:
+        current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])
+        if current.get("Attributes", {}).get("KmsMasterKeyId"):
+            encryption = {}  # a key of the queue's own stays
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={**attributes, **encryption})
     return url
 
 
@@ -248,12 +282,10 @@ def _ensure_bucket(s3: Any, settings: Settings, existing: bool) -> None:
                 "RestrictPublicBuckets": True,
             },
         )
-    if not _has_default_encryption(s3, bucket):
+    # A bucket made here gets ours: S3 gives every new bucket SSE-S3, not a choice of theirs.
+    if not existing or not _has_default_encryption(s3, bucket):
         s3.put_bucket_encryption(
-            Bucket=bucket,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
+            Bucket=bucket, ServerSideEncryptionConfiguration=_default_encryption(settings)
         )
     if str(s3.meta.endpoint_url).startswith("https://"):
         # On AWS, refuse plain HTTP outright (the local endpoint speaks only HTTP).
@@ -261,12 +293,16 @@ def _ensure_bucket(s3: Any, settings: Settings, existing: bool) -> None:
         merged = _with_statements(current, _https_only(bucket)["Statement"])
         if merged != current:
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(merged))
+    expiring = (
+        ("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
+        ("expire-results", keys.RESULTS, settings.result_expiry_days),
+        ("expire-groups", keys.GROUPS, settings.result_expiry_days),
+        ("expire-chords", keys.CHORDS, settings.result_expiry_days),
+        ("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
+    )
     ours = [
-        _expiry_rule("expire-payloads", keys.PAYLOADS, PAYLOAD_EXPIRY_DAYS),
-        _expiry_rule("expire-results", keys.RESULTS, settings.result_expiry_days),
-        _expiry_rule("expire-groups", keys.GROUPS, settings.result_expiry_days),
-        _expiry_rule("expire-chords", keys.CHORDS, settings.result_expiry_days),
-        _expiry_rule("expire-revoked", keys.REVOKED, REVOKED_EXPIRY_DAYS),
+        _expiry_rule(rule_id(name, settings), settings.s3_prefix + prefix, days)
+        for name, prefix, days in expiring
     ]
     current_rules = _lifecycle_rules(s3, bucket)
     ids = {rule["ID"] for rule in ours}
@@ -275,6 +311,16 @@ def _ensure_bucket(s3: Any, settings: Settings, existing: bool) -> None:
         s3.put_bucket_lifecycle_configuration(
             Bucket=bucket, LifecycleConfiguration={"Rules": rules}
         )
+
+
+def _default_encryption(settings: Settings) -> dict[str, Any]:
+    """The default encryption a bucket without one gets: SSE-KMS under the key, else SSE-S3."""
+    if settings.kms_key:
+        by_default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": settings.kms_key}
+        return {
+            "Rules": [{"ApplyServerSideEncryptionByDefault": by_default, "BucketKeyEnabled": True}]
+        }
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 
 
 def _has_default_encryption(s3: Any, bucket: str) -> bool:

@@ -16,7 +16,7 @@ from kombu.exceptions import EncodeError
 
 from config import Settings
 from config import load as load_settings
-from tasks import codec, tracing
+from tasks import aws, codec, tracing
 from tasks.keys import check_task_id, task_payload_prefix
 from tasks.reaper import Reaper
 from tasks.revocations import StoredRevocations
@@ -126,6 +126,8 @@ def create_app(
             "supports_fanout": settings.remote_control or settings.events,
             "receiver_queue_prefix": settings.receiver_queue_prefix,
             "receiver_max_age": settings.response_queue_max_age,
+            # Receiver queues are encrypted with the key every queue cloudworker makes gets.
+            "kms_key": settings.kms_key,
             # kombu's own boto3 client (publish, acknowledge): bounded waits, and
             # botocore's standard retries with backoff for throttling and 5xx.
             "client-config": {
@@ -167,6 +169,12 @@ def create_app(
         # task-sent events (Flower, celery_task_sent_total, the age of the oldest
         # waiting task in deploy/exporter.py): one more SNS publish per task, so opt-in.
         task_send_sent_event=settings.events and settings.sent_events,
+    )
+    # cloudworker's own clients sign as kombu's transport does: the keys of the broker
+    # URL or of the task queue in predefined_queues, and sts_role_arn (tasks/aws.py).
+    # Read when the first client is made, so what a user sets in app.conf counts.
+    services.credentials = lambda: aws.Credentials.of_broker(
+        app.conf.broker_url, app.conf.broker_transport_options, settings.task_queue
     )
     # The transport needs the names Celery gives its monitoring exchanges and queues.
     app.conf.broker_transport_options.update(

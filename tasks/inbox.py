@@ -69,9 +69,12 @@ def _is_inbox_object(key: str, inbox_prefix: str) -> bool:
     return key.startswith(inbox_prefix) and key != inbox_prefix and not key.endswith("/")
 
 
-def created_keys(event_body: str | bytes, inbox_prefix: str) -> list[str]:
+def created_keys(event_body: str | bytes, inbox_prefix: str, *, base: str = "") -> list[str]:
     """The keys of objects created under ``inbox_prefix`` named by an S3 event message.
 
+    S3 names an object by its whole key; the keys returned are relative to
+    ``base`` (``CLOUDWORKER_S3_PREFIX``), as the object store takes them, and an
+    object outside ``base + inbox_prefix`` is not one of the inbox's.
     Names ending in :data:`ERROR_SUFFIX` are kept: :func:`process_object`
     refuses them with an error report, so whoever dropped one learns why.
     """
@@ -90,7 +93,10 @@ def created_keys(event_body: str | bytes, inbox_prefix: str) -> list[str]:
             key = unquote_plus(str(record["s3"]["object"]["key"]))
         except (KeyError, TypeError):
             continue
-        if name.startswith("ObjectCreated") and _is_inbox_object(key, inbox_prefix):
+        if not (name.startswith("ObjectCreated") and key.startswith(base)):
+            continue
+        key = key[len(base) :]
+        if _is_inbox_object(key, inbox_prefix):
             keys.append(key)
     return keys
 
@@ -165,7 +171,8 @@ class InboxConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         return [consumer]
 
     def _on_event(self, message: Message) -> None:
-        for key in created_keys(message.body, self._settings.inbox_prefix):
+        settings = self._settings
+        for key in created_keys(message.body, settings.inbox_prefix, base=settings.s3_prefix):
             with tracing.inbox_span(self._settings, key):
                 self._app.send_task(PROCESS_TASK, args=[key], ignore_result=True)
             log.info("inbox: queued %s", key)

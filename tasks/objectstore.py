@@ -3,6 +3,13 @@
 The rest of cloudworker sees only :class:`ObjectStore`: a few operations on
 bytes under string keys. :class:`S3ObjectStore` is the real one;
 :class:`MemoryObjectStore` is the stub for unit tests of pure logic.
+
+Keys are the layout of :mod:`tasks.keys` (``results/<id>.json``...). An
+:class:`S3ObjectStore` puts them under its base prefix (``CLOUDWORKER_S3_PREFIX``)
+on the way out and takes it off listings on the way back, so that no other
+module knows where in the bucket a deployment lives; with a KMS key
+(``CLOUDWORKER_KMS_KEY``) every object it writes is encrypted with it (SSE-KMS),
+whatever the bucket's default encryption.
 """
 
 from __future__ import annotations
@@ -94,9 +101,14 @@ class S3ObjectStore(ObjectStore):
     retried alone and large payloads move at several connections' speed.
     """
 
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str, *, prefix: str = "", kms_key: str = "") -> None:
         self._s3 = s3
         self.bucket = bucket
+        self.prefix = prefix
+        #: What every write adds to its request: SSE-KMS under the chosen key, if any.
+        self._encryption: dict[str, str] = (
+            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        )
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_BYTES,
             multipart_chunksize=MULTIPART_BYTES,
@@ -108,13 +120,21 @@ class S3ObjectStore(ObjectStore):
     ) -> bool:
         conditional = only_if_absent or replacing is not None
         if len(data) > MULTIPART_BYTES and not conditional:
-            self._s3.upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self._transfer)
+            self._s3.upload_fileobj(
+                io.BytesIO(data),
+                self.bucket,
+                self.prefix + key,
+                ExtraArgs=self._encryption or None,
+                Config=self._transfer,
+            )
             return True
         extra = {"IfNoneMatch": "*"} if only_if_absent else {}
         if replacing is not None:
             extra["IfMatch"] = replacing
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+            self._s3.put_object(
+                Bucket=self.bucket, Key=self.prefix + key, Body=data, **extra, **self._encryption
+            )
         except ClientError as exc:
             # 412: someone stored it first (or replaced it). 409: a concurrent conditional
             # write to the same key is in flight; it will win or fail on its own.
@@ -133,7 +153,9 @@ class S3ObjectStore(ObjectStore):
     def _get_object(self, key: str) -> dict[str, Any] | None:
         """S3's answer to a GET of ``key`` (its body not read yet), or None if missing."""
         try:
-            response: dict[str, Any] = self._s3.get_object(Bucket=self.bucket, Key=key)
+            response: dict[str, Any] = self._s3.get_object(
+                Bucket=self.bucket, Key=self.prefix + key
+            )
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
@@ -146,7 +168,9 @@ class S3ObjectStore(ObjectStore):
         if size_hint is not None and size_hint > MULTIPART_BYTES and max_bytes is None:
             buffer = io.BytesIO()
             try:
-                self._s3.download_fileobj(self.bucket, key, buffer, Config=self._transfer)
+                self._s3.download_fileobj(
+                    self.bucket, self.prefix + key, buffer, Config=self._transfer
+                )
             except ClientError as exc:
                 if _status(exc) == 404:
                     return None
@@ -162,12 +186,15 @@ class S3ObjectStore(ObjectStore):
         return body
 
     def delete(self, key: str) -> None:
-        self._s3.delete_object(Bucket=self.bucket, Key=key)
+        self._s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def copy(self, source: str, target: str) -> bool:
         try:
             self._s3.copy_object(
-                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+                Bucket=self.bucket,
+                Key=self.prefix + target,
+                CopySource={"Bucket": self.bucket, "Key": self.prefix + source},
+                **self._encryption,
             )
         except ClientError as exc:
             if _status(exc) == 404:
@@ -178,18 +205,20 @@ class S3ObjectStore(ObjectStore):
     def list(self, prefix: str) -> list[Listed]:
         listed: list[Listed] = []
         pages = self._s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+            Bucket=self.bucket, Prefix=self.prefix + prefix
         )
+        start = len(self.prefix)
         for page in pages:
             listed.extend(
-                Listed(item["Key"], item["LastModified"]) for item in page.get("Contents", ())
+                Listed(item["Key"][start:], item["LastModified"])
+                for item in page.get("Contents", ())
             )
         return listed
 
     def delete_many(self, keys: Iterable[str]) -> None:
         batch = list(keys)
         for start in range(0, len(batch), 1000):
-            objects = [{"Key": key} for key in batch[start : start + 1000]]
+            objects = [{"Key": self.prefix + key} for key in batch[start : start + 1000]]
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
 

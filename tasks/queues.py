@@ -213,8 +213,10 @@ def _message(raw: Mapping[str, Any]) -> Message:
 class SQSQueueService(QueueService):
     """A :class:`QueueService` on Amazon SQS through a boto3 client."""
 
-    def __init__(self, sqs: Any) -> None:
+    def __init__(self, sqs: Any, *, kms_key: str = "") -> None:
         self._sqs = sqs
+        #: Attributes every queue this service creates gets: encryption under the chosen key.
+        self._encryption = {"KmsMasterKeyId": kms_key} if kms_key else {}
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
@@ -226,7 +228,10 @@ class SQSQueueService(QueueService):
 
     def create(self, name: str, *, attributes: Mapping[str, str], tags: Mapping[str, str]) -> str:
         response = self._call(
-            "create_queue", QueueName=name, Attributes=dict(attributes), tags=dict(tags)
+            "create_queue",
+            QueueName=name,
+            Attributes={**attributes, **self._encryption},
+            tags=dict(tags),
         )
         url: str = response["QueueUrl"]
         return url

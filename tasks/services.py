@@ -11,7 +11,10 @@ Everything here is per process: boto3 clients must not cross a ``fork()``
 (Celery's prefork pool forks the worker after the app is made), and a child
 that kept its parent's response queue would steal its notices. One after-fork
 hook (:func:`os.register_at_fork`) drops it all in the child, which builds its
-own on first use. Celery makes one result backend per thread
+own on first use. The clients sign with the credentials kombu's transport was
+given (:class:`~tasks.aws.Credentials`), read from the app's configuration when
+the first client is made, so settings a user puts in ``app.conf`` after
+:func:`~tasks.application.create_app` count. Celery makes one result backend per thread
 (``celery/app/base.py``), so the mailbox lives here, shared by the threads of
 a process, not on the backend.
 """
@@ -52,11 +55,21 @@ class Services:
         topics: Callable[[], TopicService] | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the credentials of this process's clients come from (the app's broker
+        #: settings, once :func:`~tasks.application.create_app` bound them).
+        self.credentials: Callable[[], aws.Credentials] = aws.Credentials
         self._make_store = store or (
-            lambda: S3ObjectStore(aws.client("s3", settings), settings.bucket)
+            lambda: S3ObjectStore(
+                self.client("s3"),
+                settings.bucket,
+                prefix=settings.s3_prefix,
+                kms_key=settings.kms_key,
+            )
         )
-        self._make_queues = queues or (lambda: SQSQueueService(aws.client("sqs", settings)))
-        self._make_topics = topics or (lambda: SNSTopicService(aws.client("sns", settings)))
+        self._make_queues = queues or (
+            lambda: SQSQueueService(self.client("sqs"), kms_key=settings.kms_key)
+        )
+        self._make_topics = topics or (lambda: SNSTopicService(self.client("sns")))
         self._lock = threading.Lock()
         self._made: dict[str, Any] = {}  # what the factories made, in this process
         self.claims = ClaimCheck(
@@ -82,6 +95,10 @@ class Services:
                 self._made[kind] = make()
             made: T = self._made[kind]
             return made
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service``, signing with this app's credentials."""
+        return aws.client(service, self.settings, self.credentials())
 
     def store(self) -> ObjectStore:
         """The object store (S3 bucket) of this process."""

@@ -31,13 +31,16 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
 from celery.worker import state
 
 from config import Settings
 from tasks.sqs.visibility import extend_visibility
+
+if TYPE_CHECKING:
+    from tasks.services import Services
 
 __all__ = ["ShutdownGrace"]
 
@@ -51,7 +54,8 @@ class ShutdownGrace(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._settings: Settings = parent.app.services.settings
+        self._services: Services = parent.app.services
+        self._settings: Settings = self._services.settings
 
     def close(self, worker: Any) -> None:
         """The worker begins to stop (Celery's blueprint closes its steps first)."""
@@ -66,7 +70,7 @@ class ShutdownGrace(bootsteps.StartStopStep):  # type: ignore[misc]
         receives_done = threading.Event()
         keeper = threading.Thread(
             target=keep_running_tasks,
-            args=(self._settings, receives_done),
+            args=(self._services, receives_done),
             name="cloudworker-shutdown-grace",
             daemon=True,
         )
@@ -124,7 +128,7 @@ def running_tasks() -> list[Any]:
 
 
 def keep_running_tasks(
-    settings: Settings, receives_done: threading.Event, *, signum: int = signal.SIGQUIT
+    services: Services, receives_done: threading.Event, *, signum: int = signal.SIGQUIT
 ) -> None:
     """Keep the running tasks' messages hidden for the grace period, then cut it short.
 
@@ -134,6 +138,7 @@ def keep_running_tasks(
     ends while the main thread still reads that answer (at most one long poll):
     until it is back with the pool, a task that has finished still looks running.
     """
+    settings = services.settings
     grace = settings.shutdown_grace
     timeout = settings.visibility_timeout
     interval = max(1.0, timeout / 3)
@@ -152,7 +157,7 @@ def keep_running_tasks(
         if remaining <= 0 and settled is not None:
             break
         if timeout > 0:
-            extend_visibility(settings, running, timeout)
+            extend_visibility(services.client("sqs"), running, timeout)
         time.sleep(min(interval, max(remaining, 0.0) or 1.0))
     log.warning(
         "shutdown grace of %g s is over: handing back %d running task(s): %s",

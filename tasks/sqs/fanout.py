@@ -98,8 +98,11 @@ class FanoutChannel(SQS.Channel):
         return url
 
     def _queue_service(self) -> SQSQueueService:
-        """kombu's own boto3 client, seen through cloudworker's queue interface."""
-        return SQSQueueService(self.sqs())
+        """kombu's own boto3 client, seen through cloudworker's queue interface.
+
+        Receiver queues it creates are encrypted with ``CLOUDWORKER_KMS_KEY``, if set.
+        """
+        return SQSQueueService(self.sqs(), kms_key=str(self.transport_options.get("kms_key", "")))
 
     # -- names and routing -------------------------------------------------------------
 

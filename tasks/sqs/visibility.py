@@ -22,7 +22,6 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state
 
-from tasks import aws
 from tasks.queues import batches, receipt_entries
 
 __all__ = ["VisibilityHeartbeat", "extend_visibility", "held_messages"]
@@ -49,8 +48,8 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._settings = parent.app.services.settings
-        self.timeout = self._settings.visibility_timeout
+        self._services = parent.app.services
+        self.timeout = self._services.settings.visibility_timeout
         self.interval = max(1.0, self.timeout / 3)
         self._timer: Any = None
 
@@ -67,15 +66,14 @@ class VisibilityHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def beat(self) -> None:
         """Extend every held message's visibility by a whole timeout, now."""
-        extend_visibility(self._settings, state.requests.values(), self.timeout)
+        extend_visibility(self._services.client("sqs"), state.requests.values(), self.timeout)
 
 
-def extend_visibility(settings: Any, requests: Any, timeout: int) -> None:
+def extend_visibility(sqs: Any, requests: Any, timeout: int) -> None:
     """Hide the messages behind ``requests`` for ``timeout`` more seconds, ten per request."""
     held = held_messages(requests)
     if not held:
         return
-    sqs = aws.client("sqs", settings)
     for url, receipts in held.items():
         for batch in batches(receipts):
             entries = receipt_entries(batch, VisibilityTimeout=timeout)

@@ -158,7 +158,8 @@ def test_a_notification_overlapping_the_inbox_is_refused_before_anything_changes
     assert refused.stderr.strip().splitlines() == [
         f"error: bucket {bucket}: event notification 'users-uploads' (QueueConfigurations, "
         "prefix 'inbox/mine/') overlaps cloudworker's inbox prefix 'inbox/'; S3 cannot send "
-        "both. Change its filter or CLOUDWORKER_INBOX_PREFIX (nothing was changed)"
+        "both. Change its filter, CLOUDWORKER_INBOX_PREFIX or CLOUDWORKER_S3_PREFIX "
+        "(nothing was changed)"
     ]
     assert state(stack, bucket) == before
     sqs = stack.client("sqs")

@@ -39,8 +39,18 @@ def test_cloudworker_region_wins_over_aws_region() -> None:
         ("CLOUDWORKER_WAIT_SECONDS", "25", "WAIT_SECONDS must be 1 to 20"),
         ("CLOUDWORKER_MAX_PIXELS", "0", "MAX_PIXELS must be positive"),
         ("CLOUDWORKER_VISIBILITY_TIMEOUT", "soon", "is not a int"),
+        ("CLOUDWORKER_S3_PREFIX", "team-a", "S3_PREFIX must be empty or end with '/'"),
+        ("CLOUDWORKER_S3_PREFIX", "/team-a/", "S3_PREFIX must be empty or end with '/'"),
     ],
 )
 def test_bad_values_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+def test_a_base_prefix_and_a_kms_key_are_read() -> None:
+    settings = Settings.from_env(
+        {"CLOUDWORKER_S3_PREFIX": "team-a/jobs/", "CLOUDWORKER_KMS_KEY": "alias/team-a"}
+    )
+    assert (settings.s3_prefix, settings.kms_key) == ("team-a/jobs/", "alias/team-a")
+    assert (Settings().s3_prefix, Settings().kms_key) == ("", "")

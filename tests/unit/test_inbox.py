@@ -35,6 +35,16 @@ def test_created_keys_are_decoded_and_filtered() -> None:
     assert created_keys(body, "inbox/") == ["inbox/a photoé.jpg", "inbox/deep/b.png"]
 
 
+def test_under_a_base_prefix_keys_are_relative_to_it() -> None:
+    body = event(
+        ("ObjectCreated:Put", "team-a/inbox/a.jpg"),
+        ("ObjectCreated:Put", "inbox/b.jpg"),  # another deployment's, at the root
+        ("ObjectCreated:Put", "team-b/inbox/c.jpg"),
+        ("ObjectCreated:Put", "team-a/outbox/d.jpg"),
+    )
+    assert created_keys(body, "inbox/", base="team-a/") == ["inbox/a.jpg"]
+
+
 def test_test_events_and_junk_are_ignored() -> None:
     assert created_keys('{"Service": "Amazon S3", "Event": "s3:TestEvent"}', "inbox/") == []
     assert created_keys("not json", "inbox/") == []
