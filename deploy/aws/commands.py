@@ -82,7 +82,8 @@ class CommandError(Exception):
 def up(d: Deployment, options: UpOptions) -> int:
     """Create or update the stack, wait with progress, print its outputs, write the env file."""
     cfn, s3, ssm = d.client("cloudformation"), d.client("s3"), d.client("ssm")
-    body = options.template.read_text()
+    # As compact JSON: the committed file is larger than CloudFormation takes inline.
+    body = stack.compact(options.template.read_text())
     summary = cfn.get_template_summary(TemplateBody=body)
     declared = {p["ParameterKey"]: p.get("DefaultValue") for p in summary["Parameters"]}
     built = release.build(options.revision)

@@ -30,6 +30,11 @@ FROM_OUTPUTS = {
     "CLOUDWORKER_FLOWER_USER": "FlowerUser",
     "CLOUDWORKER_FLOWER_PASSWORD_PARAMETER": "FlowerPasswordParameter",
 }
+#: Environment variable: stack output that exists only when its parameter is set.
+FROM_OPTIONAL_OUTPUTS = {
+    "CLOUDWORKER_S3_PREFIX": "KeyPrefix",
+    "CLOUDWORKER_KMS_KEY": "KmsKeyArn",
+}
 
 
 def environment(
@@ -44,6 +49,9 @@ def environment(
     if missing:
         raise KeyError(f"the stack has no output {', '.join(missing)}")
     env = {name: outputs[key] for name, key in FROM_OUTPUTS.items()}
+    env.update(
+        {name: outputs[key] for name, key in FROM_OPTIONAL_OUTPUTS.items() if outputs.get(key)}
+    )
     env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = outputs["Region"]
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         value = (passthrough or {}).get(name)

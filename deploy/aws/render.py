@@ -64,6 +64,9 @@ STACK_ENV: dict[str, str] = {
     "CLOUDWORKER_VISIBILITY_TIMEOUT": str(DEFAULTS.visibility_timeout),
     "CLOUDWORKER_BUCKET": "${Bucket}",
     "CLOUDWORKER_RESULT_EXPIRY_DAYS": "${ResultExpiryDays}",
+    # The optional customer managed key and base prefix of S3 keys (empty: none).
+    "CLOUDWORKER_KMS_KEY": "${KmsKeyArn}",
+    "CLOUDWORKER_S3_PREFIX": "${KeyPrefix}",
     "CLOUDWORKER_FLOWER_USER": "${FlowerUser}",
     "CLOUDWORKER_FLOWER_PASSWORD_PARAMETER": password_parameter("${AWS::StackName}"),
     "CLOUDWORKER_VERSION": "${ProjectVersion}",

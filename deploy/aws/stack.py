@@ -9,15 +9,18 @@ stack reaches a terminal status.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TextIO
 
+import yaml
 from botocore.exceptions import ClientError
 
 __all__ = [
     "MAX_TEMPLATE_BODY",
     "StackError",
+    "compact",
     "create_or_update",
     "delete",
     "find",
@@ -36,6 +39,20 @@ SUCCEEDED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE"})
 
 class StackError(Exception):
     """A stack operation failed or the stack is in a state that forbids it."""
+
+
+def compact(body: str) -> str:
+    """``body``, a YAML template, as the same template in JSON without whitespace.
+
+    The committed template is documented by its comments and is larger than the
+    51,200 bytes CloudFormation takes inline; CloudFormation reads JSON templates
+    as well as YAML, so what is sent is the parsed template dumped again, with no
+    comment and no indentation, the same data by construction. The template writes
+    its intrinsic functions in their long form (``Fn::Sub``), so a plain YAML
+    parser reads all of it; a value JSON cannot hold (an unquoted date) is a
+    TypeError here, not a surprise in CloudFormation.
+    """
+    return json.dumps(yaml.safe_load(body), separators=(",", ":"), ensure_ascii=False)
 
 
 def find(cfn: Any, name: str) -> dict[str, Any] | None:
@@ -113,9 +130,16 @@ def create_or_update(
     exists: bool,
     tags: Mapping[str, str],
 ) -> bool:
-    """Start creating or updating stack ``name``; return False when there is nothing to do."""
-    if len(body.encode()) > MAX_TEMPLATE_BODY:
-        raise StackError(f"the template exceeds {MAX_TEMPLATE_BODY} bytes")
+    """Start creating or updating stack ``name``; return False when there is nothing to do.
+
+    ``body`` is sent :func:`compact` (JSON): the size limit applies to what is sent.
+    """
+    body = compact(body)
+    size = len(body.encode())
+    if size > MAX_TEMPLATE_BODY:
+        raise StackError(
+            f"the template is {size} bytes as compact JSON, more than {MAX_TEMPLATE_BODY}"
+        )
     request: dict[str, Any] = {
         "StackName": name,
         "TemplateBody": body,

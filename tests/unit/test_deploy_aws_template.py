@@ -15,7 +15,13 @@
   actions; the drain hook's timeout against the worker unit's stop timeout;
 * the drain agent and the exporter start on their nodes only (the user data's
   start step, run with a stand-in systemctl);
-* the small pure helpers of the deploy command (parameters, env file, secret).
+* the small pure helpers of the deploy command (parameters, env file, secret);
+* the optional parts (issue #27): a customer managed KMS key, a base prefix of
+  every S3 key, VPC endpoints, each absent with its parameter's default; the
+  alarms on tasks received but not deleted and on new dead letters.
+
+The template's size, as sent (without its comments), is checked in
+test_deploy_aws_compact.py.
 """
 
 from __future__ import annotations
@@ -52,15 +58,17 @@ ALLOWED_WILDCARDS = {
     SQS + "${NamePrefix}resp-*",
     SQS + "${NamePrefix}rx-*",
     SNS + "${NamePrefix}*",
-    "${Bucket.Arn}/payloads/*",
-    "${Bucket.Arn}/results/*",
-    "${Bucket.Arn}/revoked/*",
-    "${Bucket.Arn}/groups/*",
-    "${Bucket.Arn}/chords/*",
-    "${Bucket.Arn}/inbox/*",
-    "${Bucket.Arn}/outbox/*",
-    "${Bucket.Arn}/releases/*",
+    "${Bucket.Arn}/${KeyPrefix}payloads/*",
+    "${Bucket.Arn}/${KeyPrefix}results/*",
+    "${Bucket.Arn}/${KeyPrefix}revoked/*",
+    "${Bucket.Arn}/${KeyPrefix}groups/*",
+    "${Bucket.Arn}/${KeyPrefix}chords/*",
+    "${Bucket.Arn}/${KeyPrefix}inbox/*",
+    "${Bucket.Arn}/${KeyPrefix}outbox/*",
+    "${Bucket.Arn}/releases/*",  # at the root: `up` uploads it, whatever KeyPrefix is
 }
+#: The S3 prefixes cloudworker writes under KeyPrefix, with what the role may do there.
+DATA_PREFIXES = ("payloads/", "results/", "revoked/", "groups/", "chords/")
 #: Actions AWS authorises on nothing narrower, as (actions, resource): ListQueues on
 #: the account's queue namespace; DescribeAutoScalingInstances and PutMetricData on
 #: "*" (the latter narrowed by a namespace condition); CompleteLifecycleAction on the
@@ -112,6 +120,8 @@ DEFAULT_SHUTDOWN_GRACE = 540
 #: The alarms that mail someone (AlarmTopic); the others drive scaling.
 NOTIFYING_ALARMS = {
     "DeadLetterQueueNotEmptyAlarm",
+    "DeadLetterQueueGrowingAlarm",
+    "ReceivedNotDeletedAlarm",
     "OldestMessageAlarm",
     "NoWorkerAlarm",
     "TaskErrorRateAlarm",
@@ -173,11 +183,26 @@ def policy_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, 
             yield name, props["PolicyDocument"]
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def statements_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A policy's statements, each branch of a conditional one (``Fn::If``) included."""
+    found: list[dict[str, Any]] = []
+    for statement in as_list(document["Statement"]):
+        if "Fn::If" in statement:
+            _, *branches = statement["Fn::If"]
+            found += [branch for branch in branches if branch != NO_VALUE]
+        else:
+            found.append(statement)
+    return found
+
+
 def wildcard_violations(template: dict[str, Any]) -> list[str]:
     """Allow statements granting a wildcard action, or a resource beyond the allowed ones."""
     found: list[str] = []
     for where, document in policy_documents(template):
-        for statement in as_list(document["Statement"]):
+        for statement in statements_of(document):
             if statement["Effect"] != "Allow":
                 continue  # a Deny with wildcards only takes away
             label = f"{where}/{statement.get('Sid', '?')}"
@@ -201,7 +226,7 @@ def wildcard_violations(template: dict[str, Any]) -> list[str]:
 def role_statements() -> dict[str, dict[str, Any]]:
     role = RESOURCES["InstanceRole"]["Properties"]
     (policy,) = role["Policies"]
-    return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    return {s["Sid"]: s for s in statements_of(policy["PolicyDocument"])}
 
 
 SINGLE_METRIC_KEYS = (
@@ -245,6 +270,75 @@ def math_metrics(props: dict[str, Any]) -> dict[str, Any]:
         else:
             found[metric["Id"]] = metric["Expression"]
     return found
+
+
+def conditions(**given: str) -> dict[str, bool]:
+    """The template's conditions with these parameter values, the others at their defaults."""
+    values = {name: p.get("Default") for name, p in T["Parameters"].items()} | given
+
+    def value(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        ((function, argument),) = node.items()
+        if function == "Ref":
+            kind = T["Parameters"][argument]["Type"]
+            raw = values[argument]
+            return str(raw).split(",") if kind == "CommaDelimitedList" else str(raw)
+        if function == "Fn::Join":
+            delimiter, items = argument
+            return delimiter.join(value(items))
+        if function == "Condition":
+            return truth(T["Conditions"][argument])
+        return truth(node)
+
+    def truth(node: dict[str, Any]) -> bool:
+        ((function, argument),) = node.items()
+        if function == "Fn::Equals":
+            left, right = (value(a) for a in argument)
+            return bool(left == right)
+        if function == "Fn::Not":
+            return not value(argument[0])
+        if function == "Fn::And":
+            return all(value(a) for a in argument)
+        if function == "Fn::Or":
+            return any(value(a) for a in argument)
+        if function == "Condition":
+            return truth(T["Conditions"][argument])
+        raise AssertionError(f"unexpected condition {node!r}")
+
+    return {name: truth(node) for name, node in T["Conditions"].items()}
+
+
+def created(**given: str) -> set[str]:
+    """The resources a stack with these parameter values has."""
+    truth = conditions(**given)
+    return {n for n, r in RESOURCES.items() if "Condition" not in r or truth[r["Condition"]]}
+
+
+def resolved(node: Any, truth: dict[str, bool]) -> Any:
+    """``node`` with each Fn::If decided by ``truth`` and AWS::NoValue left out."""
+    if isinstance(node, list):
+        values = [resolved(item, truth) for item in node]
+        return [value for value in values if value != NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Fn::If"}:
+        condition, when_true, when_false = node["Fn::If"]
+        return resolved(when_true if truth[condition] else when_false, truth)
+    items = {key: resolved(item, truth) for key, item in node.items()}
+    return {key: item for key, item in items.items() if item != NO_VALUE}
+
+
+def metric_math(expression: str, **series: float | None) -> float:
+    """A CloudWatch metric-math expression's value at one point (its IF, FILL, AND)."""
+    python = expression.replace(" AND ", " and ").replace(" OR ", " or ")
+    functions = {
+        "__builtins__": {},
+        "IF": lambda condition, then, otherwise: then if condition else otherwise,
+        "FILL": lambda v, default: default if v is None else v,
+    }
+    result: float = eval(python, functions, series)
+    return result
 
 
 def run_start_step(tmp_path: Path, role: str) -> list[str]:
@@ -298,8 +392,8 @@ def test_cfn_lint_fails_on_a_broken_template(tmp_path: Path) -> None:
     assert done.returncode != 0 and "E3034 99999 is greater than the maximum" in done.stdout
 
 
-def test_template_fits_cloudformation_and_user_data_limits() -> None:
-    assert len(TEMPLATE_TEXT.encode()) < stack.MAX_TEMPLATE_BODY
+def test_user_data_fits_ec2s_limit() -> None:
+    # The template's own limit applies to what is sent: test_deploy_aws_compact.py.
     script = render.user_data(sample_values())
     assert len(script.encode()) < 16 * 1024  # EC2's user-data limit, before base64
 
@@ -378,15 +472,15 @@ def test_topics_only_under_the_prefix_with_the_monitoring_actions() -> None:
 def test_objects_by_prefix_and_nothing_to_delete_in_the_inbox() -> None:
     statements = role_statements()
     assert [resource_string(r) for r in statements["PayloadsAndResults"]["Resource"]] == [
-        "${Bucket.Arn}/payloads/*",
-        "${Bucket.Arn}/results/*",
-        "${Bucket.Arn}/revoked/*",
-        "${Bucket.Arn}/groups/*",
-        "${Bucket.Arn}/chords/*",
+        f"${{Bucket.Arn}}/${{KeyPrefix}}{prefix}*" for prefix in DATA_PREFIXES
     ]
     assert statements["ReadInboxAndReleases"]["Action"] == "s3:GetObject"
+    assert [resource_string(r) for r in statements["ReadInboxAndReleases"]["Resource"]] == [
+        "${Bucket.Arn}/${KeyPrefix}" + DEFAULTS.inbox_prefix + "*",
+        "${Bucket.Arn}/releases/*",
+    ]
     assert resource_string(statements["WriteOutbox"]["Resource"]) == (
-        "${Bucket.Arn}/" + DEFAULTS.outbox_prefix + "*"
+        "${Bucket.Arn}/${KeyPrefix}" + DEFAULTS.outbox_prefix + "*"
     )
     assert statements["ListBucket"]["Resource"] == {"Fn::GetAtt": ["Bucket", "Arn"]}
 
@@ -435,11 +529,14 @@ def test_bucket_is_private_encrypted_and_expires_like_the_provisioning() -> None
         "RestrictPublicBuckets": True,
     }
     (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    condition, _, without_key = rule["Fn::If"]
+    assert condition == "HasKmsKey"  # the other branch: test_a_kms_key_encrypts_...
+    assert without_key == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    # With KeyPrefix's default, "" (the other values: test_a_key_prefix_...).
     as_api = [
         {
             "ID": r["Id"],
-            "Filter": {"Prefix": r["Prefix"]},
+            "Filter": {"Prefix": r["Prefix"]["Fn::Sub"].replace("${KeyPrefix}", "")},
             "Status": r["Status"],
             "Expiration": {"Days": r["ExpirationInDays"]},
             "AbortIncompleteMultipartUpload": r["AbortIncompleteMultipartUpload"],
@@ -468,10 +565,11 @@ def test_bucket_policy_refuses_plain_http_as_the_provisioning_does() -> None:
 def test_inbox_notification_and_queue_policy_match_the_provisioning() -> None:
     bucket = RESOURCES["Bucket"]
     (config,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    inbox = {"Fn::Sub": "${KeyPrefix}" + DEFAULTS.inbox_prefix}
     assert config == {
         "Event": "s3:ObjectCreated:*",
         "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]},
-        "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": DEFAULTS.inbox_prefix}]}},
+        "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": inbox}]}},
     }
     assert bucket["DependsOn"] == "InboxQueuePolicy"  # S3 checks it when told to notify
     policy = RESOURCES["InboxQueuePolicy"]["Properties"]
@@ -501,15 +599,21 @@ def test_workers_scale_on_the_backlog_per_in_service_worker() -> None:
     tracking = policy["TargetTrackingConfiguration"]
     assert tracking["TargetValue"] == {"Ref": "TargetBacklogPerWorker"}
     metrics = {m["Id"]: m for m in tracking["CustomizedMetricSpecification"]["Metrics"]}
-    visible = metrics["visible"]["MetricStat"]["Metric"]
     workers = metrics["workers"]["MetricStat"]["Metric"]
-    assert (visible["Namespace"], visible["MetricName"]) == (
-        "AWS/SQS",
-        "ApproximateNumberOfMessagesVisible",
-    )
-    assert visible["Dimensions"] == [
-        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}
-    ]
+    # Visible and in flight: messages a stuck worker holds are backlog too.
+    for name, metric_name in (
+        ("visible", "ApproximateNumberOfMessagesVisible"),
+        ("inflight", "ApproximateNumberOfMessagesNotVisible"),
+    ):
+        stat_ = metrics[name]["MetricStat"]
+        assert stat_["Stat"] == "Sum"
+        assert stat_["Metric"] == {
+            "Namespace": "AWS/SQS",
+            "MetricName": metric_name,
+            "Dimensions": [
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}
+            ],
+        }
     assert (workers["Namespace"], workers["MetricName"]) == (
         "AWS/AutoScaling",
         "GroupInServiceInstances",
@@ -520,10 +624,10 @@ def test_workers_scale_on_the_backlog_per_in_service_worker() -> None:
     assert metrics["backlog"] == {
         "Id": "backlog",
         "Label": "Backlog per worker",
-        "Expression": "visible / workers",
+        "Expression": "(visible + inflight) / workers",
         "ReturnData": True,
     }
-    assert [m["ReturnData"] for m in metrics.values()] == [False, False, True]
+    assert [m["ReturnData"] for m in metrics.values()] == [False, False, False, True]
     group = RESOURCES["WorkerGroup"]["Properties"]
     assert group["MetricsCollection"] == [
         {"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]}
@@ -806,12 +910,29 @@ def test_no_password_in_the_template_or_the_user_data() -> None:
 
 def test_the_env_file_is_made_of_outputs_the_template_has() -> None:
     assert set(envfile.FROM_OUTPUTS.values()) <= set(T["Outputs"])
+    assert set(envfile.FROM_OPTIONAL_OUTPUTS.values()) <= set(T["Outputs"])
+    # Those exist only when their parameter is set: a default stack's file goes without.
+    assert all("Condition" in T["Outputs"][key] for key in envfile.FROM_OPTIONAL_OUTPUTS.values())
+
+
+def test_a_client_of_a_stack_with_a_base_prefix_and_a_key_uses_both() -> None:
+    outputs = {key: f"<{key}>" for key in envfile.FROM_OUTPUTS.values()}
+    assert "CLOUDWORKER_S3_PREFIX" not in envfile.environment(outputs)
+    outputs.update(KeyPrefix="team-a/", KmsKeyArn="arn:aws:kms:eu-west-1:1:key/k")
+    env = envfile.environment(outputs)
+    assert (env["CLOUDWORKER_S3_PREFIX"], env["CLOUDWORKER_KMS_KEY"]) == (
+        "team-a/",
+        "arn:aws:kms:eu-west-1:1:key/k",
+    )
 
 
 # -- user data and units ------------------------------------------------------------------
 
 
-def sample_values() -> dict[str, str]:
+KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def sample_values(**more: str) -> dict[str, str]:
     return {
         "AWS::Region": "eu-west-1",
         "AWS::StackName": "cw",
@@ -820,6 +941,9 @@ def sample_values() -> dict[str, str]:
         "ResultExpiryDays": "7",
         "FlowerUser": "admin",
         "ProjectVersion": "0123456789ab",
+        "KmsKeyArn": "",
+        "KeyPrefix": "",
+        **more,
     }
 
 
@@ -854,6 +978,15 @@ def test_stack_env_carries_the_settings_a_worker_reads() -> None:
         "releases/cloudworker-0123456789ab.tar.gz"
     )
     assert env["CLOUDWORKER_FLOWER_PASSWORD_PARAMETER"] == "/cw/flower-password"
+    # The parameters' defaults are the settings' defaults: no key, no prefix.
+    assert (settings.kms_key, settings.s3_prefix) == (DEFAULTS.kms_key, DEFAULTS.s3_prefix)
+    assert (T["Parameters"]["KmsKeyArn"]["Default"], T["Parameters"]["KeyPrefix"]["Default"]) == (
+        DEFAULTS.kms_key,
+        DEFAULTS.s3_prefix,
+    )
+    lines = render.stack_env(sample_values(KmsKeyArn=KEY_ARN, KeyPrefix="team-a/")).splitlines()
+    settings = Settings.from_env(dict(line.split("=", 1) for line in lines))
+    assert (settings.kms_key, settings.s3_prefix) == (KEY_ARN, "team-a/")
 
 
 def test_worker_unit_runs_the_local_worker_command_on_the_task_queue() -> None:
@@ -891,6 +1024,283 @@ def test_user_data_script_passes_bash_syntax_check(tmp_path: Path) -> None:
     script.write_text(render.user_data(sample_values()))
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+# -- stuck work and dead letters (issue #27) ------------------------------------------------
+
+
+def test_tasks_received_far_more_often_than_deleted_raise_an_alarm() -> None:
+    props = alarm("ReceivedNotDeletedAlarm")
+    task_queue = [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["TaskQueue", "QueueName"]}}]
+    metrics = math_metrics(props)
+    assert metrics["received"] == ("AWS/SQS", "NumberOfMessagesReceived", task_queue, "Sum", 300)
+    assert metrics["deleted"] == ("AWS/SQS", "NumberOfMessagesDeleted", task_queue, "Sum", 300)
+    (returned,) = [m for m in props["Metrics"] if m["ReturnData"]]
+    template = returned["Expression"]["Fn::Sub"]
+    assert set(re.findall(r"\$\{([^}]+)\}", template)) == {"ReceivedPerDeletedAlarmRatio"}
+    assert (props["Threshold"], props["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (3, 3)
+    ratio = T["Parameters"]["ReceivedPerDeletedAlarmRatio"]
+    assert (ratio["Type"], ratio["Default"], ratio["MinValue"]) == ("Number", 3, 1)
+    expression = template.replace("${ReceivedPerDeletedAlarmRatio}", str(ratio["Default"]))
+
+    def fires(received: float | None, deleted: float | None) -> bool:
+        value = metric_math(expression, received=received, deleted=deleted)
+        return bool(value >= props["Threshold"])
+
+    assert fires(40, 10) and fires(10, 0) and fires(10, None)  # nothing deleted: no division
+    assert not fires(30, 10) and not fires(100, 100) and not fires(9, 0)  # one retry is no loop
+    assert not fires(None, None) and not fires(0, 5)
+
+
+def test_new_dead_letters_raise_an_alarm_whoever_moved_them() -> None:
+    props = alarm("DeadLetterQueueGrowingAlarm")
+    dlq = [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    metrics = math_metrics(props)
+    # The depth, not NumberOfMessagesSent, which leaves out what the redrive policy moves.
+    assert metrics["visible"] == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        dlq,
+        "Maximum",
+        60,
+    )
+    assert metrics["inflight"] == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesNotVisible",
+        dlq,
+        "Maximum",
+        60,
+    )
+    assert metrics["added"] == "DIFF(FILL(visible, REPEAT) + FILL(inflight, REPEAT))"
+    assert [m["Id"] for m in props["Metrics"] if m["ReturnData"]] == ["added"]
+    assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (15, 1)
+    # The alarm on any message in it stays as it was.
+    assert alarm("DeadLetterQueueNotEmptyAlarm")["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+# -- private subnets: VPC endpoints (issue #27) ---------------------------------------------
+
+ENDPOINT_SERVICES = {"SqsEndpoint": "sqs", "SnsEndpoint": "sns", "SsmEndpoint": "ssm"}
+ENDPOINT_RESOURCES = {*ENDPOINT_SERVICES, "S3Endpoint", "EndpointSecurityGroup"}
+
+
+def test_vpc_endpoints_exist_only_when_asked_for() -> None:
+    parameter = T["Parameters"]["CreateVpcEndpoints"]
+    assert (parameter["Default"], sorted(parameter["AllowedValues"])) == (
+        "false",
+        ["false", "true"],
+    )
+    route_tables = T["Parameters"]["RouteTableIds"]
+    assert (route_tables["Type"], route_tables["Default"]) == ("CommaDelimitedList", "")
+    endpoints = {n for n, r in RESOURCES.items() if r["Type"] == "AWS::EC2::VPCEndpoint"}
+    assert endpoints | {"EndpointSecurityGroup"} == ENDPOINT_RESOURCES
+    assert not created() & ENDPOINT_RESOURCES
+    assert not created(RouteTableIds="rtb-1") & ENDPOINT_RESOURCES
+    assert created(CreateVpcEndpoints="true") & ENDPOINT_RESOURCES == ENDPOINT_RESOURCES - {
+        "S3Endpoint"  # no route table: the VPC reaches S3 already
+    }
+    both = created(CreateVpcEndpoints="true", RouteTableIds="rtb-1,rtb-2")
+    assert both & ENDPOINT_RESOURCES == ENDPOINT_RESOURCES
+
+
+def test_interface_endpoints_serve_the_subnets_to_the_instances_only() -> None:
+    group = {"Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}
+    for name, service in ENDPOINT_SERVICES.items():
+        props = RESOURCES[name]["Properties"]
+        assert props["ServiceName"] == {"Fn::Sub": f"com.amazonaws.${{AWS::Region}}.{service}"}
+        assert (props["VpcEndpointType"], props["PrivateDnsEnabled"]) == ("Interface", True)
+        assert (props["VpcId"], props["SubnetIds"]) == ({"Ref": "VpcId"}, {"Ref": "SubnetIds"})
+        assert props["SecurityGroupIds"] == [group]
+    ingress = RESOURCES["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert ingress == [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 443,
+            "ToPort": 443,
+            "SourceSecurityGroupId": {"Fn::GetAtt": [source, "GroupId"]},
+        }
+        for source in ("WorkerSecurityGroup", "FlowerSecurityGroup")
+    ]
+    s3 = RESOURCES["S3Endpoint"]["Properties"]
+    assert s3["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
+    assert (s3["VpcEndpointType"], s3["RouteTableIds"]) == ("Gateway", {"Ref": "RouteTableIds"})
+    assert "SubnetIds" not in s3 and "PrivateDnsEnabled" not in s3
+
+
+def test_each_endpoint_allows_this_stacks_resources_only() -> None:
+    role = role_statements()
+    password = resource_string(role["FlowerPassword"]["Resource"])
+    allowed = {
+        "SqsEndpoint": {("sqs:*", SQS + "${NamePrefix}*"), ("sqs:ListQueues", SQS + "*")},
+        "SnsEndpoint": {("sns:*", resource_string(role["Topics"]["Resource"]))},
+        "SsmEndpoint": {("ssm:GetParameter", password)},
+        "S3Endpoint": {("s3:*", "${Bucket.Arn}"), ("s3:*", "${Bucket.Arn}/*")},
+    }
+    for name, expected in allowed.items():
+        statements = RESOURCES[name]["Properties"]["PolicyDocument"]["Statement"]
+        grants = set()
+        for statement in statements:
+            assert statement["Effect"] == "Allow" and "Condition" not in statement, name
+            assert not {"NotAction", "NotResource"} & set(statement), name
+            for resource in as_list(statement["Resource"]):
+                assert resource != "*" and resource_string(resource) != "*", name
+                grants |= {(a, resource_string(resource)) for a in as_list(statement["Action"])}
+        assert grants == expected, name
+    # The queues and topics the role may use are under the endpoints' prefixes.
+    assert role["ListQueues"]["Resource"] == {"Fn::Sub": SQS + "*"}
+    for sid in ("ProcessQueues", "Topics"):
+        for resource in as_list(role[sid]["Resource"]):
+            assert resource_string(resource).startswith(SQS + "${NamePrefix}") or (
+                resource_string(resource).startswith(SNS + "${NamePrefix}")
+            )
+
+
+# -- a customer managed KMS key and a base prefix (issue #27) ------------------------------
+
+
+def test_a_kms_key_encrypts_the_bucket_and_the_queues_only_when_given() -> None:
+    parameter = T["Parameters"]["KmsKeyArn"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch(KEY_ARN)
+    assert pattern.fullmatch("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1a2b")
+    for wrong in (
+        "*",
+        "alias/mine",
+        "arn:aws:kms:eu-west-1:123456789012:alias/mine",
+        KEY_ARN + "*",
+    ):
+        assert not pattern.fullmatch(wrong), wrong
+    assert T["Conditions"]["HasKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}
+    assert conditions()["HasKmsKey"] is False
+    assert conditions(KmsKeyArn=KEY_ARN)["HasKmsKey"] is True
+    key = {"Ref": "KmsKeyArn"}
+    (rule,) = RESOURCES["Bucket"]["Properties"]["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ]
+    assert rule["Fn::If"][:2] == [
+        "HasKmsKey",
+        {
+            "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+            "BucketKeyEnabled": True,
+        },
+    ]
+    for queue in ("TaskQueue", "DeadLetterQueue", "InboxQueue"):
+        props = RESOURCES[queue]["Properties"]
+        assert props["KmsMasterKeyId"] == {"Fn::If": ["HasKmsKey", key, NO_VALUE]}, queue
+        assert props["SqsManagedSseEnabled"] == {"Fn::If": ["HasKmsKey", NO_VALUE, True]}, queue
+        # By default exactly today's: SQS-managed encryption, no key.
+        default = resolved(props, conditions())
+        assert default["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in default
+        with_key = resolved(props, conditions(KmsKeyArn=KEY_ARN))
+        assert with_key["KmsMasterKeyId"] == key and "SqsManagedSseEnabled" not in with_key
+
+
+def test_the_role_may_use_the_kms_key_only_when_given_and_no_other() -> None:
+    (policy,) = RESOURCES["InstanceRole"]["Properties"]["Policies"]
+    conditional = [s for s in policy["PolicyDocument"]["Statement"] if "Fn::If" in s]
+    assert conditional == [
+        {
+            "Fn::If": [
+                "HasKmsKey",
+                {
+                    "Sid": "KmsKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                    "Resource": {"Ref": "KmsKeyArn"},
+                },
+                NO_VALUE,
+            ]
+        }
+    ]
+    for given, expected in (({}, set()), ({"KmsKeyArn": KEY_ARN}, {"KmsKey"})):
+        document = resolved(policy["PolicyDocument"], conditions(**given))
+        kms = {s["Sid"] for s in document["Statement"] if "kms:" in str(s["Action"])}
+        assert kms == expected
+    granted = {a for s in role_statements().values() for a in as_list(s["Action"])}
+    assert {a for a in granted if a.startswith("kms:")} == {"kms:GenerateDataKey", "kms:Decrypt"}
+
+
+def test_a_key_prefix_scopes_every_object_the_workers_write_but_not_the_releases() -> None:
+    parameter = T["Parameters"]["KeyPrefix"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in ("", "team-a/", "a/b.c/", "x_1/"):
+        assert pattern.fullmatch(good), good
+        settings = Settings.from_env({"CLOUDWORKER_S3_PREFIX": good})
+        assert settings.s3_prefix == good  # the workers accept what the stack does
+    for bad in ("/", "/a/", "a", "a//", "a*/", "a/*", "a b/", "${x}/"):
+        assert not pattern.fullmatch(bad), bad
+    rules = RESOURCES["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert {r["Prefix"]["Fn::Sub"] for r in rules} == {
+        "${KeyPrefix}" + prefix for prefix in DATA_PREFIXES
+    }
+    (notification,) = RESOURCES["Bucket"]["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    (rule,) = notification["Filter"]["S3Key"]["Rules"]
+    assert rule["Value"] == {"Fn::Sub": "${KeyPrefix}" + DEFAULTS.inbox_prefix}
+    objects = [
+        resource_string(r)
+        for s in role_statements().values()
+        for r in as_list(s["Resource"])
+        if resource_string(r).startswith("${Bucket.Arn}/")
+    ]
+    assert len(objects) == len(DATA_PREFIXES) + 3  # and inbox/, outbox/, releases/
+    for resource in objects:
+        assert resource.startswith("${Bucket.Arn}/${KeyPrefix}") != resource.endswith(
+            "/releases/*"
+        ), resource
+    assert render.STACK_ENV["CLOUDWORKER_SOURCE"] == (
+        "s3://${Bucket}/releases/cloudworker-${ProjectVersion}.tar.gz"
+    )
+
+
+def test_the_instances_and_the_clients_get_the_key_and_the_prefix() -> None:
+    assert render.STACK_ENV["CLOUDWORKER_KMS_KEY"] == "${KmsKeyArn}"
+    assert render.STACK_ENV["CLOUDWORKER_S3_PREFIX"] == "${KeyPrefix}"
+    # Outputs only when set, so that a default stack's outputs are today's.
+    assert T["Outputs"]["KmsKeyArn"] == {
+        "Condition": "HasKmsKey",
+        "Description": "CLOUDWORKER_KMS_KEY",
+        "Value": {"Ref": "KmsKeyArn"},
+    }
+    assert T["Outputs"]["KeyPrefix"] == {
+        "Condition": "HasKeyPrefix",
+        "Description": "CLOUDWORKER_S3_PREFIX",
+        "Value": {"Ref": "KeyPrefix"},
+    }
+    assert conditions() | {"HasKeyPrefix": False, "HasKmsKey": False} == conditions()
+    assert conditions(KeyPrefix="team-a/")["HasKeyPrefix"] is True
+    (_, settings, _) = RESOURCES["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"][
+        "Fn::Base64"
+    ]["Fn::Join"][1]
+    assert "CLOUDWORKER_KMS_KEY=${KmsKeyArn}\n" in settings["Fn::Sub"]
+    assert "CLOUDWORKER_S3_PREFIX=${KeyPrefix}\n" in settings["Fn::Sub"]
+
+
+def test_every_parameter_is_in_one_console_group() -> None:
+    groups = T["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    listed = [name for group in groups for name in group["Parameters"]]
+    assert sorted(listed) == sorted(T["Parameters"])
+
+
+def test_the_defaults_make_todays_stack() -> None:
+    """Every new parameter's default adds no resource and changes no property."""
+    new = {"EndpointSecurityGroup", "SqsEndpoint", "SnsEndpoint", "SsmEndpoint", "S3Endpoint"}
+    assert created() == set(RESOURCES) - new - {"AlarmSubscription"}
+    truth = conditions()
+    bucket = resolved(RESOURCES["Bucket"]["Properties"], truth)
+    assert bucket["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        ]
+    }
+    role = resolved(RESOURCES["InstanceRole"]["Properties"], truth)
+    sids = [s.get("Sid") for s in role["Policies"][0]["PolicyDocument"]["Statement"]]
+    assert "KmsKey" not in sids and len(sids) == len(set(sids))
 
 
 # -- pure helpers of the deploy command -------------------------------------------------
