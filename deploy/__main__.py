@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         try:
             done = provision(
-                settings, sqs=aws.client("sqs", settings), s3=aws.client("s3", settings)
+                settings,
+                sqs=aws.client("sqs", settings),
+                s3=aws.client("s3", settings),
+                kms=aws.client("kms", settings),
             )
         except ProvisioningConflict as exc:
             print(f"error: {exc}", file=sys.stderr)

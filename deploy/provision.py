@@ -7,8 +7,9 @@ message (see :mod:`tasks.sqs`).
 A bucket or queue that exists already may be a user's own, with settings of their
 own: those are merged into, never replaced. Everything is read first; what cannot
 coexist with what cloudworker needs (an event notification of theirs whose filter
-overlaps the inbox prefix: S3 refuses two for the same objects) is refused with
-:class:`ProvisioningConflict`, naming it, before anything is changed. Then:
+overlaps the inbox prefix: S3 refuses two for the same objects; a KMS key that is
+disabled or pending deletion) is refused with :class:`ProvisioningConflict`, naming
+it, before anything is changed. Then:
 
 * **default encryption**: theirs is kept (SSE-KMS with their key included); a bucket
   without one, or created here, gets SSE-KMS under ``CLOUDWORKER_KMS_KEY`` if set,
@@ -36,6 +37,7 @@ Idempotent: a second run reads the same state and writes nothing.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,8 @@ from botocore.exceptions import ClientError
 from config import Settings
 from tasks import keys
 from tasks.queues import is_gone
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Provisioned", "ProvisioningConflict", "provision", "rule_id"]
 
@@ -85,15 +89,18 @@ def rule_id(name: str, settings: Settings) -> str:
     return f"{name}:{settings.s3_prefix}" if settings.s3_prefix else name
 
 
-def provision(settings: Settings, *, sqs: Any, s3: Any) -> Provisioned:
+def provision(settings: Settings, *, sqs: Any, s3: Any, kms: Any = None) -> Provisioned:
     """Create or update the bucket, the task, dead-letter and inbox-events queues.
 
     Raises :class:`ProvisioningConflict`, having changed nothing, when the bucket
-    holds a setting of the user's that cannot coexist with cloudworker's.
+    holds a setting of the user's that cannot coexist with cloudworker's. With a
+    ``kms`` client, the KMS keys in play are checked first as well.
     """
     existing = _bucket_exists(s3, settings.bucket)
     notifications = _notifications(s3, settings.bucket) if existing else {}
     _check_notifications(notifications, settings)
+    if kms is not None:
+        _check_keys(kms, settings, _encryption_key(s3, settings.bucket) if existing else None)
     _ensure_bucket(s3, settings, existing)
     dlq_url = _ensure_queue(
         sqs, settings, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
@@ -321,6 +328,45 @@ def _default_encryption(settings: Settings) -> dict[str, Any]:
             "Rules": [{"ApplyServerSideEncryptionByDefault": by_default, "BucketKeyEnabled": True}]
         }
     return {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+def _encryption_key(s3: Any, bucket: str) -> str | None:
+    """The KMS key of the bucket's default encryption, if it is SSE-KMS under one."""
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    except ClientError as exc:
+        if _code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
+            return None
+        raise
+    for rule in rules.get("Rules", []):
+        key = rule.get("ApplyServerSideEncryptionByDefault", {}).get("KMSMasterKeyID")
+        if key:
+            return str(key)
+    return None
+
+
+def _check_keys(kms: Any, settings: Settings, bucket_key: str | None) -> None:
+    """Refuse a KMS key in play that KMS says cannot be used (disabled, being deleted).
+
+    Every write under such a key fails: workers would take tasks and store
+    nothing. A key KMS does not describe to us (another account's, no
+    ``kms:DescribeKey``, an endpoint without KMS) is not refused: a warning says
+    it was not checked.
+    """
+    in_play = [("CLOUDWORKER_KMS_KEY", settings.kms_key)] if settings.kms_key else []
+    if bucket_key:
+        in_play.append((f"bucket {settings.bucket}'s default encryption", bucket_key))
+    for what, key in in_play:
+        try:
+            state = str(kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"])
+        except Exception as exc:  # noqa: BLE001 - not known is not refused
+            log.warning("could not check KMS key %s (%s): %s", key, what, exc)
+            continue
+        if state != "Enabled":
+            raise ProvisioningConflict(
+                f"{what} uses KMS key {key}, which is {state}: nothing could be written "
+                "under it. Enable it or choose another key (nothing was changed)"
+            )
 
 
 def _has_default_encryption(s3: Any, bucket: str) -> bool:

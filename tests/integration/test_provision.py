@@ -11,11 +11,13 @@ before anything is changed.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
 import pytest
 
+from deploy import endpoints
 from tests.integration.conftest import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -164,3 +166,49 @@ def test_a_notification_overlapping_the_inbox_is_refused_before_anything_changes
     assert state(stack, bucket) == before
     sqs = stack.client("sqs")
     assert not sqs.list_queues(QueueNamePrefix=f"{bucket}-").get("QueueUrls")
+
+
+def test_a_kms_key_that_cannot_be_used_is_refused_before_anything_changes(
+    stack: LocalStack,
+) -> None:
+    if endpoints.chosen(os.environ).name == "ministack":
+        pytest.skip("this endpoint (ministack, SERVICES=sqs,s3,sns) keeps no KMS keys")
+    kms = stack.client("kms")
+    made = kms.create_key()["KeyMetadata"]
+    key = made["Arn"]
+    kms.disable_key(KeyId=made["KeyId"])  # moto takes only the id here
+    bucket, _ = users_bucket(stack)
+    s3 = stack.client("s3")
+    by_default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": by_default}]
+        },
+    )
+    before = state(stack, bucket)
+    refused = provision(stack, bucket)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: bucket {bucket}'s default encryption uses KMS key {key}, which is Disabled: "
+        "nothing could be written under it. Enable it or choose another key (nothing was changed)"
+    ]
+    assert state(stack, bucket) == before
+    # The same for a key of cloudworker's setting, on a bucket of its own.
+    other = f"users-{uuid.uuid4().hex[:12]}"
+    refused = stack.run(
+        "-m",
+        "deploy",
+        "provision",
+        env={
+            "CLOUDWORKER_BUCKET": other,
+            "CLOUDWORKER_QUEUE_PREFIX": f"{other}-",
+            "CLOUDWORKER_KMS_KEY": key,
+        },
+    )
+    assert refused.returncode == 1
+    assert "error: CLOUDWORKER_KMS_KEY uses KMS key" in refused.stderr
+    assert other not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    # Enabled again, it is used.
+    kms.enable_key(KeyId=made["KeyId"])
+    assert provision(stack, bucket).returncode == 0
