@@ -69,8 +69,8 @@ def make_client(system: str, interval: float | None = None) -> Client:
 
         return Client(system, compute_stats.delay, stock_get, _encoder(serialization), _noop)
     if system == "cloudworker":
-        from config import Settings
-        from tasks.application import create_app
+        from cloudworker.application import create_app
+        from cloudworker.settings import Settings
         from tasks.definitions import register
 
         app = create_app(Settings.from_env(os.environ))

@@ -1,7 +1,7 @@
 """The two real tasks end to end through cloudworker: payloads and results through S3.
 
 * ``compute_stats`` on 1,000,000 integers over the whole int64 range (seeded): the client's
-  codec checks the ~20 MB JSON list into S3 and sends a reference (:mod:`tasks.codec`).
+  codec checks the ~20 MB JSON list into S3 and sends a reference (:mod:`cloudworker.codec`).
 * ``grayscale_image`` on the 12-megapixel photo-like JPEG of the ``grayscale`` benchmark
   (:func:`bench.compute.photo_jpeg`): the image bytes go through S3 the same way, and so
   does the grey JPEG that comes back.
@@ -45,8 +45,8 @@ GET_TIMEOUT = 300.0
 def critical_path(task: str, input_bytes: int, output_bytes: int = 0) -> list[Any]:
     """The requests of one call that happen one after another, with the bytes each moves.
 
-    From the code (``tasks/codec.py``, ``tasks/task.py``, ``tasks/backend.py``,
-    ``tasks/objectstore.py``) and checked against the proxies' counts per call (``RESULTS.md``
+    From the code (``cloudworker/codec.py``, ``cloudworker/task.py``, ``results/backend.py``,
+    ``cloudworker/objectstore.py``) and checked against the proxies' counts per call (``RESULTS.md``
     shows them next to the path): the client checks the input into S3, then sends
     the task; the worker's waiting long poll receives it, reads the input from S3, runs the
     task, deletes the consumed input (``Task.__call__``'s ``finally``, before Celery stores
@@ -64,7 +64,7 @@ def critical_path(task: str, input_bytes: int, output_bytes: int = 0) -> list[An
     ]
     if task == "grayscale":
         path += _upload(output_bytes)
-    # The record's PUT runs beside the notice (tasks/backend.py): not on the path.
+    # The record's PUT runs beside the notice (cloudworker/results/backend.py): not on the path.
     path += ["sqs:SendMessage", "sqs:ReceiveMessage"]
     if task == "grayscale":
         path += _download(output_bytes)
@@ -72,13 +72,13 @@ def critical_path(task: str, input_bytes: int, output_bytes: int = 0) -> list[An
 
 
 def _upload(nbytes: int) -> list[Any]:
-    """An S3 upload as ``tasks.objectstore`` makes it: one PUT, or a multipart upload.
+    """An S3 upload as ``cloudworker.objectstore`` makes it: one PUT, or a multipart upload.
 
     Over ``MULTIPART_BYTES`` it is CreateMultipartUpload (POST), the parts (PUTs of up to
     ``MULTIPART_BYTES``, four at a time: for up to four parts the longest is one full part),
     then CompleteMultipartUpload (POST).
     """
-    from tasks.objectstore import MULTIPART_BYTES
+    from cloudworker.objectstore import MULTIPART_BYTES
 
     if nbytes <= MULTIPART_BYTES:
         return [("s3:PUT", nbytes)]
@@ -88,7 +88,7 @@ def _upload(nbytes: int) -> list[Any]:
 def _download(nbytes: int) -> list[Any]:
     """An S3 download: one GET, or over ``MULTIPART_BYTES`` a HEAD first (boto3's transfer
     manager asks for the size), then the GET (one, as the proxies counted it here)."""
-    from tasks.objectstore import MULTIPART_BYTES
+    from cloudworker.objectstore import MULTIPART_BYTES
 
     if nbytes <= MULTIPART_BYTES:
         return [("s3:GET", nbytes)]
@@ -182,8 +182,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     proxies = parse_pairs(args.proxy)
-    from config import Settings
-    from tasks.application import create_app
+    from cloudworker.application import create_app
+    from cloudworker.settings import Settings
     from tasks.definitions import register
 
     app = create_app(Settings.from_env(os.environ))

@@ -26,11 +26,11 @@ import numpy as np
 from PIL import Image
 
 from bench import stop_quickly, use_endpoint
-from config import Settings
+from cloudworker.application import create_app
+from cloudworker.settings import Settings
+from cloudworker.sqs.batch_sends import batch_sends
 from deploy import local
-from tasks.application import create_app
 from tasks.definitions import register
-from tasks.sqs.batch_sends import batch_sends
 
 ROOT = Path(__file__).resolve().parent.parent
 MEGAPIXELS_50 = (8660, 5774)

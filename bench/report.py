@@ -42,7 +42,7 @@ HEADLINE_C = 2
 #: cloudworker's small-task round trip, request after request: the client's SendMessage,
 #: the worker's waiting long poll receives it, the notice's SendMessage to the client's
 #: response queue, the client's waiting long poll. The result record's conditional PUT
-#: to S3 runs beside the notice on a first delivery (tasks/backend.py), so it is off the
+#: to S3 runs beside the notice on a first delivery (results/backend.py), so it is off the
 #: caller's path (the worker acknowledges the task once both are done). This is the
 #: floor issue #12 names: send, receive, notice, receive.
 ROUNDTRIP_PATH = [
@@ -323,8 +323,8 @@ def render(results: Mapping[str, Any]) -> str:
         "runs with its defaults, task events (SNS) and remote control on, unless a row says "
         "*monitoring off* (`CLOUDWORKER_EVENTS=false CLOUDWORKER_REMOTE_CONTROL=false`). The "
         "task queue is drained before each measurement.",
-        "- **cloudworker:** `tasks.sqs:Transport` (plain JSON bodies), results in S3 and pushed "
-        "to the caller's SQS response queue; `.get(timeout=60)` long-polls it.",
+        "- **cloudworker:** `cloudworker.sqs:Transport` (plain JSON bodies), results in S3 and "
+        "pushed to the caller's SQS response queue; `.get(timeout=60)` long-polls it.",
         "- **stock:** Celery 5.7 + kombu's own SQS transport (`sqs://`, endpoint from "
         "`AWS_ENDPOINT_URL`, `wait_time_seconds=10`, `polling_interval=0`, "
         "`visibility_timeout=300`, prefix `stock-`) and the `s3://` result backend, which "
@@ -759,7 +759,7 @@ def _bottleneck(data: Mapping[str, Any], endpoint: str) -> list[str]:
         "before it takes the next task, so under the `aws` model it finishes at most one "
         "small task per those requests' latency, whatever the CPU. cloudworker's pool "
         "process hands a success's PUT (and the notice beside it) to a thread and takes its "
-        "next task (`tasks/finishing.py`), so its rows stay near the machine's CPU limit "
+        "next task (`results/finishing.py`), so its rows stay near the machine's CPU limit "
         "with the model too; what is left below it is the client's threads waiting for "
         "their answers.",
         "",

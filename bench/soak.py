@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config import Settings
+from cloudworker.application import create_app
+from cloudworker.settings import Settings
+from cloudworker.sqs.batch_sends import batch_sends
 from deploy import local
-from tasks.application import create_app
 from tasks.definitions import register
-from tasks.sqs.batch_sends import batch_sends
 from tests.support.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent

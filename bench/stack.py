@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 from bench import DEFAULT_ENDPOINT, use_endpoint
 from bench.proxy import ProxyProcess
 from bench.stock_app import READY_MARK as STOCK_READY
-from config import Settings
+from cloudworker.settings import Settings
 from deploy import local
 from deploy.provision import provision
 

@@ -4,7 +4,7 @@
 against the in-memory store and queues, so it measures cloudworker's own work per
 call (Celery's meta, the JSON codec, the throttle), with no request at all: a
 state waits ``CLOUDWORKER_STATE_INTERVAL`` and later ones replace it
-(:mod:`tasks.progress`).
+(:mod:`cloudworker.results.progress`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from config import Settings
-from tasks.application import create_app
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
+from cloudworker.application import create_app
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 CALLS = 10_000
 ROUNDS = 5

@@ -90,7 +90,7 @@ def json_encoder_name() -> str:
     """The dotted name of the function kombu's ``json`` serializer uses in this process.
 
     ``kombu.utils.json.dumps`` means stock kombu; cloudworker's codec would show up as
-    ``tasks.codec.Codec.dumps``.
+    ``cloudworker.codec.Codec.dumps``.
     """
     encoder = serialization.registry._encoders["json"].encoder
     return f"{encoder.__module__}.{encoder.__qualname__}"

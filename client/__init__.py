@@ -2,7 +2,7 @@
 
 The Python API is Celery's own: the tasks are imported from :mod:`tasks` and
 called with ``.delay()``; ``.get()`` waits on this process's SQS response queue
-and raises the worker's typed error (:mod:`tasks.errors`) on bad input::
+and raises the worker's typed error (:mod:`cloudworker.errors`) on bad input::
 
     from client import compute_stats, grayscale_image, InvalidInput
     compute_stats.delay([1, 2, 3]).get(timeout=60)

@@ -18,8 +18,8 @@ from typing import Any, TextIO
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+from cloudworker.errors import InvalidInput
 from tasks import batch_sends
-from tasks.errors import InvalidInput
 
 __all__ = ["Item", "Progress", "Report", "run"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from client.numbers import int_to_text
-from tasks.errors import InvalidInput
+from cloudworker.errors import InvalidInput
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -140,7 +140,7 @@ def _read(path: Path) -> bytes:
 
 
 def _timeout(args: argparse.Namespace) -> float:
-    from config import load
+    from cloudworker.settings import load
 
     timeout = args.timeout if args.timeout is not None else load().timeout
     if timeout <= 0:
@@ -275,8 +275,8 @@ def _image_pairs(inputs: list[Path], output: Path | None) -> list[tuple[Path, Pa
 
 
 def _reap(args: argparse.Namespace) -> int:
+    from cloudworker.worker.reaper import reap
     from tasks import app
-    from tasks.reaper import reap
 
     services = app.services
     reaped = reap(
@@ -289,8 +289,8 @@ def _reap(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
+    from cloudworker.deadletters import peek, redrive
     from tasks import app
-    from tasks.deadletters import peek, redrive
 
     services = app.services
     if args.dlq_command == "redrive":

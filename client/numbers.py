@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.errors import InvalidNumbers
+from cloudworker.errors import InvalidNumbers
 
 __all__ = ["int_to_text", "parse_integers"]
 
@@ -58,7 +58,7 @@ def parse_integers(data: bytes, *, source: str = "input") -> list[int]:
     zeros, and may be of any size. Anything else (``1.5``, ``1e3``, ``0x10``,
     ``1_000``, ``--4``, ``12abc``, non-ASCII digits) is an error.
 
-    Raises :class:`~tasks.errors.InvalidNumbers` with a one-line message that
+    Raises :class:`~cloudworker.errors.InvalidNumbers` with a one-line message that
     starts with *source* (e.g. a file name): it names the line and the first bad
     token, says that *source* contains no integers, or, for binary data (NUL
     bytes or invalid UTF-8), says that it is not a text file of integers

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config import load as load_settings
+from cloudworker.settings import load as load_settings
 from deploy import local
 from deploy.aws import cli as aws_cli
 from deploy.endpoints import ENDPOINT_VARIABLE
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return aws_cli.run(args)
 
     if args.command == "provision":
-        from tasks import aws  # the boto3 client factory with timeouts
+        from cloudworker import aws  # the boto3 client factory with timeouts
 
         settings = load_settings()
         try:

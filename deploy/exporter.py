@@ -58,8 +58,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from config import Settings
-from config import load as load_settings
+from cloudworker.settings import Settings
+from cloudworker.settings import load as load_settings
 
 __all__ = ["EventMetrics", "FleetCollector", "main"]
 
@@ -441,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     """Serve /metrics and feed it from the events until killed."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from tasks import aws
-    from tasks.application import create_app
+    from cloudworker import aws
+    from cloudworker.application import create_app
 
     settings = load_settings()
     app = create_app(settings)

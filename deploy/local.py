@@ -32,11 +32,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config import PREFIX, Settings
+from cloudworker.settings import PREFIX, Settings
+from cloudworker.topics import SNSTopicService
 from deploy.endpoints import ENDPOINT_VARIABLE, chosen
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
 from deploy.provision import provision
-from tasks.topics import SNSTopicService
 
 __all__ = [
     "ENDPOINT_PROCESS",
@@ -249,7 +249,7 @@ def stop_process(stack: Stack, name: str, grace: float = 20.0) -> None:
     """Stop process ``name`` as systemd's ``KillMode=mixed`` does, then its group.
 
     SIGTERM goes to the main process only, so a worker's warm shutdown lets its
-    running tasks finish (tasks/shutdown.py) instead of losing its pool at once;
+    running tasks finish (cloudworker/worker/shutdown.py) instead of losing its pool at once;
     whatever is left of the process group after ``grace`` seconds gets SIGKILL.
     """
     pid = stack.pid(name)

@@ -2,7 +2,7 @@
 
 Shared by the local stack (``make up``) and by deployments that do not use the
 CloudFormation template. Queues are never created as a side effect of the first
-message (see :mod:`tasks.sqs`).
+message (see :mod:`cloudworker.sqs`).
 
 A bucket or queue that exists already may be a user's own, with settings of their
 own: those are merged into, never replaced. Everything is read first; what cannot
@@ -43,9 +43,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from config import Settings
-from tasks import keys
-from tasks.queues import is_gone
+from cloudworker import keys
+from cloudworker.queues import is_gone
+from cloudworker.settings import Settings
 
 log = logging.getLogger(__name__)
 

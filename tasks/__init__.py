@@ -7,7 +7,7 @@ The Python API is Celery's own::
     grey = grayscale_image.delay(open("photo.jpg", "rb").read()).get(timeout=60)
 
 A task that fails on bad input raises the same typed error on the caller
-(:mod:`tasks.errors`), carrying the worker's reason. Everything public is
+(:mod:`cloudworker.errors`), carrying the worker's reason. Everything public is
 named here; every other module of the package is internal.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tasks.errors import (
+from cloudworker.errors import (
     BatchSendError,
     CloudworkerError,
     InvalidArguments,
@@ -57,24 +57,24 @@ _made: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    # The app is made on first use, not at import: importing ``tasks.errors`` or the
+    # The app is made on first use, not at import: importing ``cloudworker.errors`` or the
     # pure computations must not build a Celery app or read the environment.
     if name == "create_app":
-        from tasks.application import create_app
+        from cloudworker.application import create_app
 
         return create_app
     if name == "CloudworkerCelery":
-        from tasks.application import CloudworkerCelery
+        from cloudworker.application import CloudworkerCelery
 
         return CloudworkerCelery
     if name == "batch_sends":
-        from tasks.sqs.batch_sends import batch_sends
+        from cloudworker.sqs.batch_sends import batch_sends
 
         return batch_sends
     if name in ("app", "compute_stats", "grayscale_image"):
         with _lock:
             if not _made:
-                from tasks.application import create_app
+                from cloudworker.application import create_app
                 from tasks.definitions import register
 
                 app = create_app()

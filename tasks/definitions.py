@@ -2,7 +2,7 @@
 
 They add only what a message needs: the configured limits, and each task's
 check of its arguments (``argument_check``), which the client runs before it
-sends and the worker before the pool (:mod:`tasks.admission`). A JSON message
+sends and the worker before the pool (:mod:`cloudworker.worker.admission`). A JSON message
 can carry anything, so each check says what the task accepts; the values may
 still be claim-check references there, which are checked for their kind only
 and checked in full once resolved.
@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
 
-from config import Settings
+from cloudworker.codec import PayloadRef
+from cloudworker.errors import InvalidImage, InvalidInput, InvalidNumbers
+from cloudworker.settings import Settings
 from tasks import inbox
-from tasks.codec import PayloadRef
 from tasks.compute import imaging, stats
-from tasks.errors import InvalidImage, InvalidInput, InvalidNumbers
 
 __all__ = ["TaskSet", "register"]
 
@@ -64,8 +64,14 @@ def _inbox_check(settings: Settings) -> Any:
 
 
 def register(app: Celery) -> TaskSet:
-    """Register cloudworker's tasks on ``app``."""
+    """Register the reference app's tasks on ``app``, and its S3 inbox's consumer.
+
+    The inbox (``CLOUDWORKER_INBOX_ENABLED``) belongs to this app, not to the
+    library: an app of a user's own gets no inbox consumer unless it adds one.
+    """
     settings = app.services.settings
+    if settings.inbox_enabled:
+        app.steps["consumer"].add(inbox.InboxConsumer)
 
     @app.task(name="tasks.compute_stats", argument_check=_numbers_check(settings))  # type: ignore[untyped-decorator]
     def compute_stats(numbers: Any) -> dict[str, Any]:

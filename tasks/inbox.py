@@ -7,7 +7,7 @@ reads those events and turns each new object into an ordinary
 ``tasks.process_inbox_object`` task on the task queue, so the work itself runs
 in the pool with the same at-least-once delivery as any task. The event is
 acknowledged once the task is queued. With tracing on, each object is the root
-of a trace of its own (:func:`tasks.tracing.inbox_span`), its task a part of it.
+of a trace of its own (:func:`cloudworker.tracing.inbox_span`), its task a part of it.
 
 :func:`process_object` writes ``outbox/<name>`` for an image, or
 ``outbox/<name>.error.json`` with the reason for one that cannot be processed,
@@ -19,7 +19,7 @@ whose name ends in ``.error.json`` is refused with an error report of its own
 (``outbox/<name>.error.json``), so an image output never ends in ``.error.json``
 and cannot overwrite another object's report. A key outside the inbox prefix
 is not an inbox object at all; :func:`check_inbox_key` refuses it with
-:class:`~tasks.errors.InvalidInput` (never retried) before anything is touched.
+:class:`~cloudworker.errors.InvalidInput` (never retried) before anything is touched.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from config import Settings
-from tasks import tracing
+from cloudworker import tracing
+from cloudworker.errors import InvalidInput, LimitExceeded
+from cloudworker.objectstore import ObjectStore
+from cloudworker.settings import Settings
 from tasks.compute import imaging
-from tasks.errors import InvalidInput, LimitExceeded
-from tasks.objectstore import ObjectStore
 
 __all__ = ["ERROR_SUFFIX", "InboxConsumer", "check_inbox_key", "created_keys", "process_object"]
 

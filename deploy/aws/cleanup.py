@@ -16,8 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from config import Settings
-from tasks.queues import SQSQueueService, name_of
+from cloudworker.queues import SQSQueueService, name_of
+from cloudworker.settings import Settings
 
 __all__ = [
     "RELEASES_PREFIX",

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
 
-from config import Settings
+from cloudworker.settings import Settings
 from deploy.aws import cleanup, envfile, release, secret, stack
 from deploy.aws.names import TEMPLATE, password_parameter
 
@@ -36,7 +36,7 @@ class Deployment:
     poll: float = 5.0
 
     def client(self, service: str) -> Any:
-        from tasks import aws  # boto3 clients with timeouts and standard retries
+        from cloudworker import aws  # boto3 clients with timeouts and standard retries
 
         return aws.client(service, Settings(region=self.region))
 

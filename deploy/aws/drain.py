@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "--interval", type=float, default=POLL_SECONDS, help="seconds between polls (default 5)"
     )
     args = parser.parse_args(argv)
-    from config import load as load_settings
-    from tasks import aws
+    from cloudworker import aws
+    from cloudworker.settings import load as load_settings
 
     autoscaling = aws.client("autoscaling", load_settings())
     drainer = Drainer(

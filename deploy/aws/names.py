@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import Settings
+from cloudworker.settings import Settings
 
 __all__ = [
     "DEFAULTS",

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if not name:
         print(f"error: {PARAMETER_VARIABLE} is not set", file=sys.stderr)
         return 1
-    from config import load as load_settings
-    from tasks import aws
+    from cloudworker import aws
+    from cloudworker.settings import load as load_settings
 
     try:
         password = fetch(aws.client("ssm", load_settings()), name)

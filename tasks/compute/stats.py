@@ -1,7 +1,7 @@
 """Exact summary statistics of a list of integers.
 
 This module is deliberately pure: it imports nothing from Celery, boto3 or the
-rest of cloudworker except :mod:`tasks.errors`, so the worker, the client and
+rest of cloudworker except :mod:`cloudworker.errors`, so the worker, the client and
 the tests can all call :func:`compute_stats` directly and get the same answer.
 
 Why the results are exact rather than "numpy floats":
@@ -37,7 +37,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tasks.errors import InvalidNumbers, LimitExceeded
+from cloudworker.errors import InvalidNumbers, LimitExceeded
 
 __all__ = ["check_integers", "compute_stats"]
 
@@ -83,10 +83,10 @@ def compute_stats(
     values of an even-sized input have an odd sum; ``mean`` is the float
     nearest to the exact mean.
 
-    Raises :class:`~tasks.errors.LimitExceeded` if there are more than
+    Raises :class:`~cloudworker.errors.LimitExceeded` if there are more than
     *max_count* numbers (checked before any other work, so an oversized request
     is refused cheaply) or if the mean is beyond the range of a float, and
-    :class:`~tasks.errors.InvalidNumbers` if the input is empty or holds
+    :class:`~cloudworker.errors.InvalidNumbers` if the input is empty or holds
     anything that is not an integer (the message names the first such item).
     """
     if isinstance(numbers, np.ndarray):

@@ -40,7 +40,7 @@ EXCLUDED_ON_MOTO = Path(__file__).with_name("excluded-moto.txt")
 TASK_QUEUE = "celery"
 #: Read by the suite's conftest.py at import (``TEST_BACKEND``, conftest.py:22) and
 #: compared with "rpc"/"redis" by the tests: cloudworker's backend is neither.
-TEST_BACKEND = "tasks.backend:CloudworkerBackend"
+TEST_BACKEND = "cloudworker.results.backend:CloudworkerBackend"
 
 #: Settings of the suite (``celery_config``, conftest.py:77-99) and of ``TestApp``
 #: (``DEFAULT_TEST_CONFIG``, celery/contrib/testing/app.py:11-20) applied on top of
@@ -126,7 +126,7 @@ def cloudworker_test_app(
     from celery.contrib.testing import tasks as _testing_tasks  # noqa: F401 - celery.ping
     from celery.contrib.testing.app import DEFAULT_TEST_CONFIG
 
-    from tasks.application import create_app
+    from cloudworker.application import create_app
 
     if _stack is None:
         raise RuntimeError("the local stack is not running (fixture cloudworker_stack)")
@@ -152,10 +152,10 @@ def cloudworker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     global _stack
     import boto3
 
-    from config import Settings
+    from cloudworker.services import Services
+    from cloudworker.settings import Settings
     from deploy import local
     from deploy.provision import provision
-    from tasks.services import Services
 
     run = local.Stack(tmp_path_factory.mktemp("run"))
     saved = dict(os.environ)

@@ -21,10 +21,10 @@ from typing import Any
 import boto3
 import pytest
 
-from config import Settings
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.settings import Settings
 from deploy import local
 from deploy.provision import provision
-from tasks.application import CloudworkerCelery, create_app
 from tasks.definitions import TaskSet, register
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually

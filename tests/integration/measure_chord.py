@@ -42,7 +42,7 @@ def proxy(local_stack: LocalStack) -> Iterator[FaultProxy]:
 def test_chord_part_cost_and_body_delay(local_stack: LocalStack, proxy: FaultProxy) -> None:
     import dataclasses
 
-    from tasks.application import create_app
+    from cloudworker.application import create_app
 
     workers = Workers.on_queue(local_stack, "chords", visibility=60, wait_seconds=20)
     workers.env["AWS_ENDPOINT_URL"] = proxy.url

@@ -19,8 +19,8 @@ from celery import chain, chord, group, states
 from celery.exceptions import ChordError
 from celery.result import GroupResult
 
-from tasks.application import create_app
-from tasks.chords import FANOUT
+from cloudworker.application import create_app
+from cloudworker.results.chords import FANOUT
 from tests.integration.conftest import LocalStack
 from tests.support.waiting import eventually
 from tests.support.workers import Workers
@@ -58,7 +58,7 @@ def test_a_chord_after_a_task_applied_by_the_worker_completes(fleet: Workers) ->
     assert workflow.apply_async().get(timeout=90) == sum(n + 2 for n in range(5))
 
 
-# -- chords joined by the backend (tasks/chords.py) ------------------------------------------
+# -- chords joined by the backend (results/chords.py) ------------------------------------------
 
 
 def executions(marker: Path) -> list[str]:
@@ -100,7 +100,7 @@ def test_a_chord_whose_header_task_is_killed_fires_its_body_once(
     app = fleet.app
     queue = app.services.settings.task_queue_name
     # Nothing of the tests before still in flight: a pool process killed while its
-    # background deletions wait (tasks/finishing.py) leaves those messages to come
+    # background deletions wait (cloudworker/results/finishing.py) leaves those messages to come
     # back after the visibility timeout, which this test would then wait for.
     assert local_stack.wait_for_depth(queue, 0)
     markers = [tmp_path / f"part{n}" for n in range(4)]

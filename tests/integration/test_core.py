@@ -13,7 +13,7 @@ import pytest
 from celery import group
 from PIL import Image
 
-from tasks.errors import InvalidImage, InvalidNumbers, LimitExceeded
+from cloudworker.errors import InvalidImage, InvalidNumbers, LimitExceeded
 from tests.integration.conftest import ROOT, LocalStack
 
 pytestmark = pytest.mark.integration

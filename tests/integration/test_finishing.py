@@ -5,7 +5,7 @@ through a proxy (:mod:`tests.support.faultproxy`) that makes S3 PUTs slow or
 fail. Its pool process must take its next task while its last result is on its
 way to S3, must not have the task's message deleted before that result is
 stored, and, when the PUT fails, must leave the message for SQS to deliver
-again, so the result is stored by the next run (tasks/finishing.py).
+again, so the result is stored by the next run (cloudworker/results/finishing.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import latency
-from tasks.keys import result_key
+from cloudworker.keys import result_key
 from tests.integration.conftest import LocalStack, ProxiedWorker, proxied_worker
 from tests.support.waiting import eventually
 

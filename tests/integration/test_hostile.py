@@ -24,8 +24,8 @@ import pytest
 from celery.exceptions import NotRegistered
 
 from client.numbers import int_to_text, parse_integers
-from tasks.application import create_app
-from tasks.errors import (
+from cloudworker.application import create_app
+from cloudworker.errors import (
     InvalidArguments,
     InvalidImage,
     InvalidInput,

@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from tasks.errors import LimitExceeded
-from tasks.objectstore import S3ObjectStore
+from cloudworker.errors import LimitExceeded
+from cloudworker.objectstore import S3ObjectStore
 from tests.integration.conftest import LocalStack
 from tests.support.inbox import jpeg, wait_for_object
 

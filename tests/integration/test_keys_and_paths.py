@@ -23,9 +23,9 @@ from typing import Any
 import boto3
 import pytest
 
-from config import Settings
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.settings import Settings
 from deploy import endpoints, local
-from tasks.application import CloudworkerCelery, create_app
 from tests.integration.conftest import ROOT, LocalStack
 from tests.support.inbox import jpeg, wait_for_object
 

@@ -25,9 +25,9 @@ import pytest
 from celery import states
 from celery.exceptions import TaskRevokedError
 
+from cloudworker.topics import SNSTopicService
 from deploy import local
 from deploy.flower import PASSWORD_VARIABLE, USER_VARIABLE, flower_command
-from tasks.topics import SNSTopicService
 from tests.integration.conftest import ROOT, LocalStack
 from tests.support.waiting import eventually
 from tests.support.webdriver import BROWSER, DRIVER, WebDriver

@@ -88,7 +88,7 @@ def test_5_million_integers_through_the_cli(
 
 def test_tampered_payload_is_refused_not_looped(stack: LocalStack) -> None:
     """A payload altered in S3 fails the digest check: a clear error, once."""
-    from tasks.errors import PayloadError
+    from cloudworker.errors import PayloadError
 
     codec = stack.app.services.codec
     image = bytes(range(256)) * 4096  # 1 MiB, checked in

@@ -21,10 +21,10 @@ import pytest
 from botocore.exceptions import ClientError
 from celery.exceptions import TaskRevokedError
 
+from cloudworker import codec
+from cloudworker.application import create_app
+from cloudworker.worker.revocations import remember
 from deploy import local
-from tasks import codec
-from tasks.application import create_app
-from tasks.revocations import remember
 from tests.integration.conftest import LocalStack
 from tests.support.waiting import eventually
 from tests.support.workers import Workers
@@ -40,7 +40,7 @@ COUNTDOWN = 20
 READ_STATE = """
 import sys
 from celery.result import AsyncResult
-from tasks.application import create_app
+from cloudworker.application import create_app
 result = AsyncResult(sys.argv[1], app=create_app())
 print(result.state, type(result.result).__name__)
 """

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from celery import states
 
-from tasks.application import create_app
+from cloudworker.application import create_app
 from tests.integration.conftest import LocalStack
 from tests.support.waiting import eventually
 from tests.support.workers import Workers

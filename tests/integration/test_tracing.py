@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Tracer
 
+from cloudworker.codec import ClaimCheck, PayloadRef
+from cloudworker.keys import task_payload_prefix
 from deploy import local
 from tasks import batch_sends
-from tasks.codec import ClaimCheck, PayloadRef
 from tasks.definitions import TaskSet, register
-from tasks.keys import task_payload_prefix
 from tests.integration.conftest import LocalStack
 from tests.support.inbox import jpeg, wait_for_object
 from tests.support.otel import instrumented_celery

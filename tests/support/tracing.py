@@ -6,7 +6,7 @@ processor that appends each finished span as one JSON line to the file named by
 ``CLOUDWORKER_TEST_TRACE_FILE``, so that a test reads the worker's spans from
 another process. Both are synchronous (no thread), so the worker's pool processes
 forked after the import keep them working. The worker instruments Celery itself
-(:mod:`tasks.tracing`); this only gives it somewhere to put the spans.
+(:mod:`cloudworker.tracing`); this only gives it somewhere to put the spans.
 """
 
 from __future__ import annotations

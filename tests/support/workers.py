@@ -13,9 +13,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from cloudworker.application import CloudworkerCelery, create_app
 from deploy import local
 from deploy.provision import provision
-from tasks.application import CloudworkerCelery, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 

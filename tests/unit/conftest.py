@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 
 @pytest.fixture

@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from config import Settings
-from tasks.admission import body_problem, message_problem
-from tasks.application import create_app
-from tasks.codec import PayloadRef
+from cloudworker.application import create_app
+from cloudworker.codec import PayloadRef
+from cloudworker.errors import InvalidArguments, InvalidImage, InvalidInput, InvalidNumbers
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.results.mailbox import reply_address_problem
+from cloudworker.services import Services
+from cloudworker.settings import Settings
+from cloudworker.worker.admission import body_problem, message_problem
 from tasks.definitions import register
-from tasks.errors import InvalidArguments, InvalidImage, InvalidInput, InvalidNumbers
-from tasks.mailbox import reply_address_problem
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
 
 SETTINGS = Settings(queue_prefix="cw-", max_integers=5)
 GOOD_HEADERS: dict[str, Any] = {

@@ -13,13 +13,13 @@ import pytest
 from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
-from tasks.backend import CloudworkerBackend, result_key
-from tasks.errors import InvalidMessage, InvalidNumbers
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.errors import InvalidMessage, InvalidNumbers
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.results.backend import CloudworkerBackend, result_key
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 SETTINGS = Settings(inline_max_bytes=2000, wait_seconds=1)
 

@@ -1,4 +1,4 @@
-"""SQS batch sends: ten messages, at most 256 KiB, per request (tasks/sqs/batch_sends.py)."""
+"""SQS batch sends: ten messages, at most 256 KiB, per request (cloudworker/sqs/batch_sends.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tasks.sqs.batch_sends import BatchSendError, SendBatch
+from cloudworker.sqs.batch_sends import BatchSendError, SendBatch
 
 
 class RecordingClient:

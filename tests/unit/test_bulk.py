@@ -12,7 +12,7 @@ import pytest
 import tasks
 from client import cli
 from client.bulk import Item, Progress, run
-from tasks.errors import InvalidNumbers, LimitExceeded
+from cloudworker.errors import InvalidNumbers, LimitExceeded
 
 
 def test_progress_draws_only_when_enabled() -> None:

@@ -1,4 +1,4 @@
-"""The chord count in S3 (tasks/chords.py), with the in-memory store: who fires, and once.
+"""The chord count in S3 (results/chords.py), with the in-memory store: who fires, and once.
 
 The body's sending is replaced by a recorder; the integration tests
 (tests/integration/test_canvas.py) run whole chords through real workers.
@@ -15,12 +15,12 @@ from typing import Any
 from celery import states
 from celery.exceptions import ChordError, TaskRevokedError
 
-from tasks.application import CloudworkerCelery
-from tasks.backend import CloudworkerBackend
-from tasks.chords import BUCKETS_OPTION, FANOUT, ChordJoin, _body
-from tasks.keys import chord_prefix
-from tasks.mailbox import notice_state
-from tasks.objectstore import Listed, MemoryObjectStore
+from cloudworker.application import CloudworkerCelery
+from cloudworker.keys import chord_prefix
+from cloudworker.objectstore import Listed, MemoryObjectStore
+from cloudworker.results.backend import CloudworkerBackend
+from cloudworker.results.chords import BUCKETS_OPTION, FANOUT, ChordJoin, _body
+from cloudworker.results.mailbox import notice_state
 
 
 class Recording(ChordJoin):

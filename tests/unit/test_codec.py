@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.codec import (
+from cloudworker.codec import (
     MAX_DEPTH,
     ClaimCheck,
     Codec,
@@ -18,8 +18,8 @@ from tasks.codec import (
     loggable,
     payload_prefix,
 )
-from tasks.errors import InvalidArguments, LimitExceeded, PayloadError
-from tasks.objectstore import MemoryObjectStore
+from cloudworker.errors import InvalidArguments, LimitExceeded, PayloadError
+from cloudworker.objectstore import MemoryObjectStore
 
 
 @pytest.fixture

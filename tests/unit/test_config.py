@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config import Settings, SettingsError
+from cloudworker.settings import Settings, SettingsError
 
 
 def test_defaults() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from config import Settings
-from tasks import aws
-from tasks.application import create_app
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
-from tasks.topics import MemoryTopicService
+from cloudworker import aws
+from cloudworker.application import create_app
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.services import Services
+from cloudworker.settings import Settings
+from cloudworker.topics import MemoryTopicService
 
 
 def test_none_given_means_boto3s_own_chain() -> None:

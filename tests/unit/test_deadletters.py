@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from config import Settings
-from tasks.deadletters import describe, peek, redrive
-from tasks.queues import MemoryQueueService, Message
+from cloudworker.deadletters import describe, peek, redrive
+from cloudworker.queues import MemoryQueueService, Message
+from cloudworker.settings import Settings
 
 SETTINGS = Settings(queue_prefix="cw-")
 SOURCE = SETTINGS.task_queue_name

@@ -42,7 +42,7 @@ import pytest
 import yaml
 from celery.utils.nodenames import host_format
 
-from config import Settings
+from cloudworker.settings import Settings
 from deploy import local, provision
 from deploy.aws import drain, envfile, render, secret, stack
 from deploy.aws.names import DEFAULTS, FLOWER_PORT, ROLE_TAG, TEMPLATE, password_parameter
@@ -83,7 +83,7 @@ WIDE_GRANTS = {
         "autoScalingGroup:*:autoScalingGroupName/*",
     ),
 }
-#: What the monitoring transport needs of SNS (the contract with tasks/sqs/fanout.py).
+#: What the monitoring transport needs of SNS (the contract with cloudworker/sqs/fanout.py).
 SNS_ACTIONS = {
     "sns:CreateTopic",
     "sns:Publish",

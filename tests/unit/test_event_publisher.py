@@ -6,7 +6,7 @@ import threading
 from itertools import chain
 from typing import Any
 
-from tasks.sqs.event_publisher import BatchPublisher
+from cloudworker.sqs.event_publisher import BatchPublisher
 
 
 class FakeSNS:

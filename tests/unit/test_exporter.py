@@ -29,7 +29,7 @@ def make() -> tuple[EventMetrics, CollectorRegistry, Clock]:
 
 def test_exception_names_come_from_the_event_text() -> None:
     assert exception_name("ValueError('x')") == "ValueError"
-    assert exception_name("tasks.errors.InvalidArguments('bad')") == "InvalidArguments"
+    assert exception_name("cloudworker.errors.InvalidArguments('bad')") == "InvalidArguments"
     assert exception_name("") == "unknown"
     assert exception_name(None) == "unknown"
 

@@ -1,4 +1,4 @@
-"""How a failure reaches the caller (tasks/backend.py), on the in-memory store and queues.
+"""How a failure reaches the caller (results/backend.py), on the in-memory store and queues.
 
 A failed chord part tells its caller only after its failure has reached the
 chord's body and the steps chained after it; a group chained after a failed task
@@ -17,8 +17,8 @@ from celery import group, states
 from celery.app.task import Context
 from celery.exceptions import ChordError
 
-from tasks.application import CloudworkerCelery
-from tasks.backend import CloudworkerBackend
+from cloudworker.application import CloudworkerCelery
+from cloudworker.results.backend import CloudworkerBackend
 
 
 class Cause(Exception):

@@ -15,14 +15,14 @@ import pytest
 from celery import signals, states
 from celery.app.task import Context
 
-from config import Settings
-from tasks import finishing
-from tasks.application import CloudworkerCelery, create_app
-from tasks.backend import result_key
-from tasks.finishing import ResultFinisher, finished_in_background
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.results import finishing
+from cloudworker.results.backend import result_key
+from cloudworker.results.finishing import ResultFinisher, finished_in_background
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 SETTINGS = Settings(inline_max_bytes=2000, wait_seconds=1)
 URL = "https://sqs.example/123/cloudworker-tasks"
@@ -274,7 +274,7 @@ def test_a_refusal_before_the_pool_gives_the_slot_back_and_dead_letters_it(
     from celery.exceptions import TaskRevokedError
     from kombu.message import Message
 
-    from tasks.queues import REASON_KEY
+    from cloudworker.queues import REASON_KEY
 
     task_id = str(uuid.uuid4())
     channel = Rejects()

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from PIL import Image, ImageFile
 
+from cloudworker.errors import InvalidImage, LimitExceeded
 from tasks.compute.imaging import (
     SUPPORTED_INPUT_FORMATS,
     SUPPORTED_OUTPUT_FORMATS,
     image_format_for_extension,
     to_grayscale,
 )
-from tasks.errors import InvalidImage, LimitExceeded
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 # ITU-R 601 luma as Pillow computes it: L = R*299/1000 + G*587/1000 + B*114/1000.

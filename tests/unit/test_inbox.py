@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from config import Settings
-from tasks.errors import InvalidInput
+from cloudworker.errors import InvalidInput
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.settings import Settings
 from tasks.inbox import check_inbox_key, created_keys, process_object
-from tasks.objectstore import MemoryObjectStore
 
 SETTINGS = Settings()
 

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from celery import states
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
-from tasks.backend import CloudworkerBackend
-from tasks.mailbox import Mailbox
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService, Message
-from tasks.services import Services
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService, Message
+from cloudworker.results.backend import CloudworkerBackend
+from cloudworker.results.mailbox import Mailbox
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 #: Long polls longer than any wait here, so a poll ends on a message or a deadline.
 SETTINGS = Settings(inline_max_bytes=2000, wait_seconds=20)

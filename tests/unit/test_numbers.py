@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.numbers import int_to_text, parse_integers
-from tasks.errors import InvalidInput, InvalidNumbers
+from cloudworker.errors import InvalidInput, InvalidNumbers
 
 
 def reference(data: bytes) -> list[int] | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tasks.outbox import Outbox
+from cloudworker.outbox import Outbox
 
 
 class Recorder:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.queues import body_batches
+from cloudworker.queues import body_batches
 
 
 def test_bodies_go_in_batches_of_ten_and_of_at_most_256_kib() -> None:

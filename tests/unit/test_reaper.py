@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from config import Settings
-from tasks.queues import CREATED_TAG, SEEN_TAG, MemoryQueueService
-from tasks.reaper import reap
-from tasks.topics import MemoryTopicService
+from cloudworker.queues import CREATED_TAG, SEEN_TAG, MemoryQueueService
+from cloudworker.settings import Settings
+from cloudworker.topics import MemoryTopicService
+from cloudworker.worker.reaper import reap
 
 SETTINGS = Settings(queue_prefix="t-", response_queue_max_age=3600)
 

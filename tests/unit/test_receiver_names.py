@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.sqs.receiver_names import MAX_QUEUE_NAME, ReceiverNames, incarnation
+from cloudworker.sqs.receiver_names import MAX_QUEUE_NAME, ReceiverNames, incarnation
 
 NAMES = ReceiverNames(prefix="cw-rx-")
 

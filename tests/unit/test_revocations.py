@@ -17,13 +17,14 @@ from celery.result import AsyncResult, GroupResult
 from celery.utils.collections import LimitedSet
 from celery.worker import state as worker_state
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
-from tasks.errors import InvalidArguments, InvalidMessage
-from tasks.keys import REVOKED_IDS, revoked_id_key, revoked_stamped_key, revoked_task_id
-from tasks.objectstore import Listed, MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.revocations import (
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.errors import InvalidArguments, InvalidMessage
+from cloudworker.keys import REVOKED_IDS, revoked_id_key, revoked_stamped_key, revoked_task_id
+from cloudworker.objectstore import Listed, MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.services import Services
+from cloudworker.settings import Settings
+from cloudworker.worker.revocations import (
     Control,
     StoredRevocations,
     _merge_stamps,
@@ -34,7 +35,6 @@ from tasks.revocations import (
     stamped_headers,
     unexpired,
 )
-from tasks.services import Services
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EXPIRES = 10_800.0
@@ -463,8 +463,8 @@ def test_a_revocation_too_large_for_a_message_reaches_the_workers_pidbox(
     worker's pidbox got the reference itself: running workers ignored the revocation."""
     from celery.utils.collections import AttributeDict
 
-    from tasks import codec
-    from tasks.keys import control_payload_prefix, task_payload_prefix
+    from cloudworker import codec
+    from cloudworker.keys import control_payload_prefix, task_payload_prefix
 
     store = MemoryObjectStore()
     settings = Settings(inline_max_bytes=2000)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from config import Settings
-from tasks.objectstore import MemoryObjectStore
-from tasks.queues import MemoryQueueService
-from tasks.services import Services
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.services import Services
+from cloudworker.settings import Settings
 
 SETTINGS = Settings(queue_prefix="t-")
 

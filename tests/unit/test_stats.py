@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudworker.errors import InvalidInput, InvalidNumbers, LimitExceeded
 from tasks.compute.stats import compute_stats
-from tasks.errors import InvalidInput, InvalidNumbers, LimitExceeded
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)

@@ -1,4 +1,4 @@
-"""``Task.replace`` in a worker (tasks/task.py): the replacement answers the caller.
+"""``Task.replace`` in a worker (cloudworker/task.py): the replacement answers the caller.
 
 Celery freezes the replacement in the worker, giving its last step the replaced
 task's id and the worker's own reply address; the caller waits for that id in
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from celery import Task, chain, group
 
-from tasks.application import CloudworkerCelery
+from cloudworker.application import CloudworkerCelery
 
 
 @pytest.fixture

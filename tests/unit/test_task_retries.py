@@ -8,8 +8,8 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from celery.exceptions import Retry
 
-from tasks.application import CloudworkerCelery
-from tasks.task import TRANSIENT_RETRIES
+from cloudworker.application import CloudworkerCelery
+from cloudworker.task import TRANSIENT_RETRIES
 
 
 def test_a_task_keeps_celerys_default_max_retries(memory_app: CloudworkerCelery) -> None:

@@ -15,14 +15,14 @@ from typing import Any
 
 from celery import states
 
-from config import Settings
-from tasks.application import CloudworkerCelery, create_app
-from tasks.backend import CloudworkerBackend
-from tasks.keys import result_key, state_key
-from tasks.mailbox import Mailbox
-from tasks.objectstore import MemoryObjectStore
-from tasks.progress import StateWriter
-from tasks.queues import MemoryQueueService
+from cloudworker.application import CloudworkerCelery, create_app
+from cloudworker.keys import result_key, state_key
+from cloudworker.objectstore import MemoryObjectStore
+from cloudworker.queues import MemoryQueueService
+from cloudworker.results.backend import CloudworkerBackend
+from cloudworker.results.mailbox import Mailbox
+from cloudworker.results.progress import StateWriter
+from cloudworker.settings import Settings
 
 PATIENCE = 30.0
 

@@ -1,4 +1,4 @@
-"""Tracing (tasks/tracing.py): instrumentation, the inbox's root spans, failed publishes.
+"""Tracing (cloudworker/tracing.py): instrumentation, the inbox's root spans, failed publishes.
 
 In process, on kombu's in-memory transport; the path through SQS, S3 and real
 workers is tests/integration/test_tracing.py.
@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags, TraceState
 
-import tasks
-from config import Settings
-from tasks import tracing
-from tasks.admission import message_problem
+import cloudworker
+from cloudworker import tracing
+from cloudworker.settings import Settings
+from cloudworker.worker.admission import message_problem
 from tests.support.otel import instrumented_celery
 
 SETTINGS = Settings()
@@ -88,13 +88,13 @@ def test_nothing_is_instrumented_when_tracing_is_off() -> None:
 
 
 def test_without_opentelemetry_tracing_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A fresh import of tasks.tracing in a process where OpenTelemetry cannot be imported.
+    # A fresh import of cloudworker.tracing in a process where OpenTelemetry cannot be imported.
     for name in [name for name in sys.modules if name.split(".")[0] == "opentelemetry"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    monkeypatch.delitem(sys.modules, "tasks.tracing")
-    monkeypatch.setattr(tasks, "tracing", tracing)  # the import rebinds it: put back after
-    fresh = importlib.import_module("tasks.tracing")
+    monkeypatch.delitem(sys.modules, "cloudworker.tracing")
+    monkeypatch.setattr(cloudworker, "tracing", tracing)  # the import rebinds it: put back after
+    fresh = importlib.import_module("cloudworker.tracing")
     assert fresh is not tracing and fresh.trace is None
     assert fresh.instrument(SETTINGS) is False
     with fresh.inbox_span(SETTINGS, "inbox/a.jpg"), fresh.publishing("t", "id"):

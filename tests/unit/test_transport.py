@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.sqs import _envelope_problem, _headers_of, _receive_count, seconds_until_due
+from cloudworker.sqs import _envelope_problem, _headers_of, _receive_count, seconds_until_due
 
 
 class Channel:

@@ -1,6 +1,6 @@
 """cloudworker's kombu transport: kombu's SQS transport with our defaults.
 
-Selected by configuration (``broker_transport = "tasks.sqs:Transport"``),
+Selected by configuration (``broker_transport = "cloudworker.sqs:Transport"``),
 not by patching kombu. What it changes:
 
 * Messages travel as plain JSON. kombu's SQS transport base64-encodes every
@@ -10,8 +10,8 @@ not by patching kombu. What it changes:
 * Queues are never created as a side effect of the first message: they belong
   to the provisioning step (``python -m deploy provision``). Using a queue that
   does not exist is a clear :class:`QueueNotProvisioned` error.
-* Inside ``with tasks.sqs.batch_sends.batch_sends():`` messages are collected and sent
-  with ``SendMessageBatch``, ten per request (see :mod:`tasks.sqs.batch_sends`).
+* Inside ``with cloudworker.sqs.batch_sends.batch_sends():`` messages are collected and sent
+  with ``SendMessageBatch``, ten per request (see :mod:`cloudworker.sqs.batch_sends`).
 * A worker survives its endpoint failing. kombu 5.7's asynchronous receive turns
   a 5xx answer, a timeout or a broken connection into an empty *list*, on which
   the channel crashes (``'list' object has no attribute 'get'``) and the worker
@@ -33,16 +33,16 @@ not by patching kombu. What it changes:
   one answer.
 * A message the worker rejects (undecodable, an unknown task, a content type
   other than JSON such as pickle, which is never deserialized, a broken header:
-  see :mod:`tasks.admission`) is moved to the queue's dead-letter queue at once,
+  see :mod:`cloudworker.worker.admission`) is moved to the queue's dead-letter queue at once,
   tagged with where it came from and why, instead of being received again until
   SQS gives up on it.
 * Each received message is handled on its own: one that is not a kombu
-  envelope of the right types, or nests deeper than :data:`tasks.codec.MAX_DEPTH`,
+  envelope of the right types, or nests deeper than :data:`cloudworker.codec.MAX_DEPTH`,
   or makes any step of its delivery fail, is dead-lettered alone, and the other
   messages of its batch are delivered as usual (kombu's loop would abandon the
   rest of the batch, leaving them invisible until their visibility timeout).
 * Fanout exchanges work, through SNS, so that Celery's events and remote
-  control do (:mod:`tasks.sqs.fanout`); the transport says so in ``implements``,
+  control do (:mod:`cloudworker.sqs.fanout`); the transport says so in ``implements``,
   which is what makes a worker start its remote-control consumer.
 * Purging (``app.control.purge()``, ``celery purge``) always works. SQS allows one
   ``PurgeQueue`` per queue per 60 s and refuses the next with
@@ -74,9 +74,9 @@ from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from vine import promise, transform
 
-from tasks.codec import check_depth
-from tasks.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
-from tasks.queues import (
+from cloudworker.codec import check_depth
+from cloudworker.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
+from cloudworker.queues import (
     BATCH,
     DELETED_ELSEWHERE,
     GONE_CODES,
@@ -89,8 +89,8 @@ from tasks.queues import (
     name_of,
     receipt_entries,
 )
-from tasks.sqs.batch_sends import BatchingClient, current_batch
-from tasks.sqs.fanout import FanoutChannel
+from cloudworker.sqs.batch_sends import BatchingClient, current_batch
+from cloudworker.sqs.fanout import FanoutChannel
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -276,7 +276,9 @@ class Channel(FanoutChannel):
         except (KeyError, TypeError):
             hub = None
         else:
-            if info.get(DELETED_ELSEWHERE):  # the pool process deletes it (tasks.finishing)
+            if info.get(
+                DELETED_ELSEWHERE
+            ):  # the pool process deletes it (cloudworker.results.finishing)
                 virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
                 return
         if hub is None:  # no event loop to flush from: delete now, as kombu does
@@ -320,7 +322,7 @@ class Channel(FanoutChannel):
 
     # -- warm shutdown: held messages handed back at once ---------------------------------
 
-    #: Set by a stopping worker (tasks/shutdown.py): what it gives back goes back at once.
+    #: Set by a stopping worker (worker/shutdown.py): what it gives back goes back at once.
     handing_back = False
 
     # kombu private: at channel close, and for a message rejected with requeue, it

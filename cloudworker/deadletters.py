@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from config import Settings
-from tasks.codec import check_depth
-from tasks.errors import LimitExceeded
-from tasks.queues import REASON_ATTRIBUTE, SOURCE_ATTRIBUTE, Message, QueueGone, QueueService
+from cloudworker.codec import check_depth
+from cloudworker.errors import LimitExceeded
+from cloudworker.queues import REASON_ATTRIBUTE, SOURCE_ATTRIBUTE, Message, QueueGone, QueueService
+from cloudworker.settings import Settings
 
 __all__ = ["SOURCE_ATTRIBUTE", "DeadLetter", "Redrive", "peek", "redrive"]
 #: Seconds a peeked message stays hidden if the listing cannot release it.

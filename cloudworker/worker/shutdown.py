@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 from celery import bootsteps
 from celery.worker import state
 
-from config import Settings
-from tasks.sqs.visibility import extend_visibility
+from cloudworker.settings import Settings
+from cloudworker.worker.visibility import extend_visibility
 
 if TYPE_CHECKING:
-    from tasks.services import Services
+    from cloudworker.services import Services
 
 __all__ = ["ShutdownGrace"]
 
@@ -83,7 +83,7 @@ class ShutdownGrace(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def _channels_of(worker: Any) -> list[Any]:
-    """The worker's SQS channels (tasks/sqs/), through which it receives its tasks."""
+    """The worker's SQS channels (cloudworker/sqs/), through which it receives its tasks."""
     connection = getattr(getattr(worker, "consumer", None), "connection", None)
     transport = getattr(connection, "transport", None)
     return [

@@ -29,7 +29,7 @@ workers at start, does not work on SQS. So:
   written anew) are merged again. S3 dates a write to the second: the same
   headers revoked twice within one second are one write here.
 
-The layout (:mod:`tasks.keys`): ``revoked/ids/<task id>``, an empty object whose
+The layout (:mod:`cloudworker.keys`): ``revoked/ids/<task id>``, an empty object whose
 ``LastModified`` in a listing is when it was revoked, so a starting worker makes
 only LIST requests (a thousand ids each), no GET per id; and
 ``revoked/stamped/<sha256>.json``, the headers of a revocation by stamped
@@ -58,9 +58,9 @@ from celery.worker import control as worker_control
 from celery.worker import state as worker_state
 from kombu import pidbox
 
-from tasks.codec import PayloadRef, check_depth, payload_prefix
-from tasks.errors import InvalidArguments, LimitExceeded, PayloadError
-from tasks.keys import (
+from cloudworker.codec import PayloadRef, check_depth, payload_prefix
+from cloudworker.errors import InvalidArguments, LimitExceeded, PayloadError
+from cloudworker.keys import (
     REVOKED,
     REVOKED_STAMPED,
     control_payload_dir,
@@ -69,7 +69,7 @@ from tasks.keys import (
     revoked_stamped_key,
     revoked_task_id,
 )
-from tasks.objectstore import Listed, ObjectStore
+from cloudworker.objectstore import Listed, ObjectStore
 
 __all__ = [
     "Control",
@@ -274,7 +274,7 @@ class _Node(pidbox.Node):
 
     A broadcast too large for a message (a revocation of thousands of ids, or
     ``GroupResult.revoke()`` of a large group) travels with its arguments in S3
-    (:mod:`tasks.codec`); the worker's pidbox got the references themselves and
+    (:mod:`cloudworker.codec`); the worker's pidbox got the references themselves and
     ignored the revocation, which only restarted workers (reading S3) honoured.
     Only objects under one broadcast's own prefix (``payloads/control/<hex>/``)
     are read, never a task's arguments.

@@ -22,7 +22,7 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state
 
-from tasks.queues import batches, receipt_entries
+from cloudworker.queues import batches, receipt_entries
 
 __all__ = ["VisibilityHeartbeat", "extend_visibility", "held_messages"]
 

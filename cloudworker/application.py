@@ -14,16 +14,16 @@ from celery.utils import uuid
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import EncodeError
 
-from config import Settings
-from config import load as load_settings
-from tasks import aws, codec, tracing
-from tasks.keys import check_task_id, task_payload_prefix
-from tasks.reaper import Reaper
-from tasks.revocations import StoredRevocations
-from tasks.services import Services
-from tasks.shutdown import ShutdownGrace
-from tasks.sqs.visibility import VisibilityHeartbeat
-from tasks.task import sendable
+from cloudworker import aws, codec, tracing
+from cloudworker.keys import check_task_id, task_payload_prefix
+from cloudworker.services import Services
+from cloudworker.settings import Settings
+from cloudworker.settings import load as load_settings
+from cloudworker.task import sendable
+from cloudworker.worker.reaper import Reaper
+from cloudworker.worker.revocations import StoredRevocations
+from cloudworker.worker.shutdown import ShutdownGrace
+from cloudworker.worker.visibility import VisibilityHeartbeat
 
 __all__ = ["CloudworkerCelery", "create_app"]
 
@@ -64,7 +64,7 @@ class CloudworkerCelery(Celery):  # type: ignore[misc]
         Keying the payloads by task id is what lets the worker confine the
         references it resolves and deletes to its own task's; a value the codec
         refuses raises its typed error, not kombu's ``EncodeError``; the trace span
-        of a publish that fails is ended (:func:`tasks.tracing.publishing`); and a
+        of a publish that fails is ended (:func:`cloudworker.tracing.publishing`); and a
         task whose ``reply_to`` is another process's is not waited for here.
         """
         task_id = check_task_id(task_id) if task_id is not None else uuid()
@@ -104,9 +104,11 @@ def create_app(
     """Build the app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     services = services or Services(settings)
-    # app.control writes each revocation to S3 before broadcasting it (tasks/revocations.py).
+    # app.control writes each revocation to S3 before broadcasting it (worker/revocations.py).
     app = CloudworkerCelery(
-        "cloudworker", task_cls="tasks.task:CloudworkerTask", control="tasks.revocations:Control"
+        "cloudworker",
+        task_cls="cloudworker.task:CloudworkerTask",
+        control="cloudworker.worker.revocations:Control",
     )
     app.services = services
     # kombu's serializer registry is process-wide: the codec of the last app made
@@ -114,7 +116,7 @@ def create_app(
     codec.install(services.codec)
     app.conf.update(
         broker_url="sqs://",
-        broker_transport="tasks.sqs:Transport",
+        broker_transport="cloudworker.sqs:Transport",
         broker_transport_options={
             "region": settings.region,
             "queue_name_prefix": settings.queue_prefix,
@@ -122,7 +124,7 @@ def create_app(
             # Long polling already waits; a client-side sleep on top only adds latency.
             "polling_interval": 0,
             "visibility_timeout": settings.visibility_timeout,
-            # Celery's events and remote control over SNS fanout (tasks/sqs/fanout.py).
+            # Celery's events and remote control over SNS fanout (cloudworker/sqs/fanout.py).
             "supports_fanout": settings.remote_control or settings.events,
             "receiver_queue_prefix": settings.receiver_queue_prefix,
             "receiver_max_age": settings.response_queue_max_age,
@@ -137,7 +139,7 @@ def create_app(
             },
         },
         broker_connection_retry_on_startup=True,
-        result_backend="tasks.backend:CloudworkerBackend",
+        result_backend="cloudworker.results.backend:CloudworkerBackend",
         # A result is stored through endpoint faults: transient errors are retried with
         # exponential backoff (up to 10 s apart, for about five minutes).
         result_backend_always_retry=True,
@@ -153,15 +155,15 @@ def create_app(
         # process running it dies.
         task_acks_late=True,
         # A running task reads STARTED: written only if it runs longer than
-        # CLOUDWORKER_STATE_INTERVAL (tasks/progress.py), so short tasks pay nothing.
+        # CLOUDWORKER_STATE_INTERVAL (cloudworker/results/progress.py), so short tasks pay nothing.
         task_track_started=True,
         task_reject_on_worker_lost=True,
         # Receive several messages per request; the visibility heartbeat keeps the
-        # ones waiting for a free process from expiring (tasks/sqs/visibility.py).
+        # ones waiting for a free process from expiring (cloudworker/worker/visibility.py).
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_default_queue=settings.task_queue,
         result_expires=None,
-        worker_consumer="tasks.sqs.consumer:Consumer",
+        worker_consumer="cloudworker.worker.consumer:Consumer",
         # Monitoring (Flower, celery inspect/control/events) over SNS: each event and
         # each heartbeat is one SNS publish (README: "Monitoring and its cost").
         worker_enable_remote_control=settings.remote_control,
@@ -171,7 +173,7 @@ def create_app(
         task_send_sent_event=settings.events and settings.sent_events,
     )
     # cloudworker's own clients sign as kombu's transport does: the keys of the broker
-    # URL or of the task queue in predefined_queues, and sts_role_arn (tasks/aws.py).
+    # URL or of the task queue in predefined_queues, and sts_role_arn (cloudworker/aws.py).
     # Read when the first client is made, so what a user sets in app.conf counts.
     services.credentials = lambda: aws.Credentials.of_broker(
         app.conf.broker_url, app.conf.broker_transport_options, settings.task_queue
@@ -188,8 +190,4 @@ def create_app(
     app.steps["worker"].add(Reaper)
     app.steps["worker"].add(StoredRevocations)
     app.steps["worker"].add(ShutdownGrace)
-    if settings.inbox_enabled:
-        from tasks.inbox import InboxConsumer
-
-        app.steps["consumer"].add(InboxConsumer)
     return app

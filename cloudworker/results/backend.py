@@ -11,11 +11,12 @@ does not wait for S3; the task is acknowledged once both are done. A redelivered
 task (another run may have answered) stores first and notifies with the result
 that stood. For most successes all of this runs on a thread of the pool process,
 which takes its next task meanwhile; that thread acknowledges the task once it
-is done (:mod:`tasks.finishing`). A client that gets a notice may find the record in S3 a few
-milliseconds later than the notice; every other process reads S3 only.
+is done (:mod:`~cloudworker.results.finishing`). A client that gets a notice may
+find the record in S3 a few milliseconds later than the notice; every other
+process reads S3 only.
 
 Client side, ``AsyncResult.get()`` waits by long-polling this process's own
-response queue (:class:`~tasks.mailbox.Mailbox`), so an answer arrives as soon
+response queue (:class:`~cloudworker.results.mailbox.Mailbox`), so an answer arrives as soon
 as it is sent, with no S3 polling loop. S3 is read only for a task this process
 did not send (``AsyncResult(task_id).get()`` from a new process) and, as a
 safety net, after each long poll of ``wait_seconds`` that brought nothing (a
@@ -24,7 +25,7 @@ notice that was lost, or a queue reaped while the client slept).
 States before the end (``STARTED``, on by default; ``RETRY``; custom states
 from ``update_state``) are kept too, apart from the result: the latest one in
 ``results/<task_id>/state.json``, written and pushed at most once per
-``CLOUDWORKER_STATE_INTERVAL`` per task (:mod:`tasks.progress`), so reporting
+``CLOUDWORKER_STATE_INTERVAL`` per task (:mod:`cloudworker.results.progress`), so reporting
 progress in a tight loop stays cheap and a short task costs nothing extra. A
 caller sees them as ``AsyncResult.state``/``.info``, and ``get(on_message=...)``
 is called back with each one as it is pushed, then with the result.
@@ -49,18 +50,18 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import result_from_tuple
 from kombu.exceptions import EncodeError
 
-from tasks.aws import is_transient
-from tasks.chords import ChordJoin
-from tasks.codec import payload_prefix
-from tasks.errors import InvalidMessage
-from tasks.finishing import finished_in_background
-from tasks.keys import group_key, result_key, result_payload_prefix, state_key
-from tasks.mailbox import is_stored_only, notice_state
+from cloudworker.aws import is_transient
+from cloudworker.codec import payload_prefix
+from cloudworker.errors import InvalidMessage
+from cloudworker.keys import group_key, result_key, result_payload_prefix, state_key
+from cloudworker.results.chords import ChordJoin
+from cloudworker.results.finishing import finished_in_background
+from cloudworker.results.mailbox import is_stored_only, notice_state
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from tasks.services import Services
+    from cloudworker.services import Services
 
 __all__ = ["CloudworkerBackend", "result_key"]
 
@@ -311,7 +312,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         ends its pool process instead of failing, so a stored failure naming one was
         written by someone else (anyone who can send to a response queue or write
         to the bucket); raised in the waiting client, it made that process exit.
-        It becomes :class:`~tasks.errors.InvalidMessage` naming what it claimed.
+        It becomes :class:`~cloudworker.errors.InvalidMessage` naming what it claimed.
         """
         found = super().exception_to_python(exc)
         if isinstance(found, BaseException) and not isinstance(found, Exception):
@@ -373,7 +374,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         reply_to = getattr(request, "reply_to", None) or self._callers.get(task_id)
         if state not in states.READY_STATES:
             if getattr(request, "id", None) == task_id:
-                # The worker running the task reports it: throttled (tasks/progress.py).
+                # The worker running the task reports it: throttled (results/progress.py).
                 self.services.states.update(task_id, reply_to, state, record)
             else:
                 self.services.write_state(task_id, reply_to, state, record)
@@ -571,7 +572,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             if context.id is not None:
                 self.store_result(context.id, exc, state, traceback=traceback, request=context)
 
-    # -- chords and groups (tasks/chords.py) ---------------------------------------------------
+    # -- chords and groups (results/chords.py) ---------------------------------------------------
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
         """Before a chord's header is sent (no ``chord_unlock``: the parts join it).
@@ -683,7 +684,7 @@ def _first_delivery(request: Any, task_id: str) -> bool:
     Then no other run of the task can have stored a result, short of a message
     whose visibility could not be extended, so its notice need not wait for the
     S3 record to say which result stands. A redelivery (a crash, a requeue:
-    ``ApproximateReceiveCount`` > 1, tasks.sqs) stores first and notifies after,
+    ``ApproximateReceiveCount`` > 1, cloudworker.sqs) stores first and notifies after,
     with the result that stood.
     """
     if getattr(request, "id", None) != task_id:

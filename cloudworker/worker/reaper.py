@@ -2,8 +2,8 @@
 
 SQS has no auto-delete, so a crashed process's queue would live for ever. Two
 kinds of queue belong to one process: a client's response queue
-(:mod:`tasks.mailbox`) and a monitoring receiver's queue (Flower, ``celery
-events``, a worker's control queue, a control reply queue: :mod:`tasks.sqs.fanout`).
+(:mod:`cloudworker.results.mailbox`) and a monitoring receiver's queue (Flower, ``celery
+events``, a worker's control queue, a control reply queue: :mod:`cloudworker.sqs.fanout`).
 Both are tagged with their creation time and last use, refreshed while their
 process lives; one unused for longer than ``response_queue_max_age`` seconds is
 deleted by ``python -m client reap`` and by every worker (at start, then every
@@ -23,9 +23,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
 
-from config import Settings
-from tasks.queues import CREATED_TAG, SEEN_TAG, QueueGone, QueueService, name_of
-from tasks.topics import TopicService
+from cloudworker.queues import CREATED_TAG, SEEN_TAG, QueueGone, QueueService, name_of
+from cloudworker.settings import Settings
+from cloudworker.topics import TopicService
 
 __all__ = ["Reaper", "reap"]
 

@@ -4,14 +4,14 @@ On AWS an S3 PUT takes tens of milliseconds. A pool process that waits for
 its result's PUT before it takes the next task spends most of a short task
 idle. So, for a task that succeeded, the pool process hands the result to a
 thread of its own (:class:`ResultFinisher`) and goes on; the thread stores the
-record (the notice goes beside it, as before, :mod:`tasks.backend`) and only
+record (the notice goes beside it, as before, :mod:`cloudworker.results.backend`) and only
 then deletes the task's message from SQS. The rule stands that a task is
 acknowledged only once its result is durable: the worker's main process, told
 that the task succeeded, takes the message out of its prefetch window without
 deleting it (:class:`Request`, and the transport's ``basic_ack``), and the
 deletion comes from the pool process once the PUT is done. Deletions, and
 notices to the same response queue, that are ready together share a batch
-request (:class:`~tasks.outbox.Outbox`).
+request (:class:`~cloudworker.outbox.Outbox`).
 
 Which tasks (:func:`finished_in_background`, the one test both processes make):
 a success, of a task that acknowledges late and keeps its result, received from
@@ -53,13 +53,13 @@ from celery.app.task import get_actual_ignore_result
 from celery.exceptions import TaskRevokedError
 from celery.worker.request import Request as CeleryRequest
 
-from tasks.admission import answer
-from tasks.errors import InvalidMessage
-from tasks.outbox import Outbox
-from tasks.queues import DELETED_ELSEWHERE, REASON_KEY, QueueService
+from cloudworker.errors import InvalidMessage
+from cloudworker.outbox import Outbox
+from cloudworker.queues import DELETED_ELSEWHERE, REASON_KEY, QueueService
+from cloudworker.worker.admission import answer
 
 if TYPE_CHECKING:
-    from config import Settings
+    from cloudworker.settings import Settings
 
 __all__ = ["Request", "ResultFinisher", "finished_in_background"]
 
@@ -201,7 +201,7 @@ class Request(CeleryRequest):  # type: ignore[misc]
         other error here (a header Celery's revocation check could not read, say)
         kept the slot, and once it had kept as many as the pool has processes the
         worker held every later task for ever. Such a request is refused as a
-        broken message is: its caller gets :class:`~tasks.errors.InvalidMessage`
+        broken message is: its caller gets :class:`~cloudworker.errors.InvalidMessage`
         with the reason, and the message goes to the dead-letter queue with it.
         """
         try:

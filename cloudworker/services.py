@@ -1,10 +1,10 @@
 """What a cloudworker process talks to, wired in one place.
 
-:class:`Services` binds the settings to an :class:`~tasks.objectstore.ObjectStore`
-(S3), a :class:`~tasks.queues.QueueService` (SQS) and a
-:class:`~tasks.topics.TopicService` (SNS), and to what is built on them: the
-claim-check codec, this process's response queue (:class:`~tasks.mailbox.Mailbox`)
-and the worker's :class:`~tasks.mailbox.Notifier`. They are built lazily, so
+:class:`Services` binds the settings to an :class:`~cloudworker.objectstore.ObjectStore`
+(S3), a :class:`~cloudworker.queues.QueueService` (SQS) and a
+:class:`~cloudworker.topics.TopicService` (SNS), and to what is built on them: the
+claim-check codec, this process's response queue (:class:`~cloudworker.results.mailbox.Mailbox`)
+and the worker's :class:`~cloudworker.results.mailbox.Notifier`. They are built lazily, so
 that importing the app makes no AWS call. Unit tests pass the in-memory stubs.
 
 Everything here is per process: boto3 clients must not cross a ``fork()``
@@ -12,9 +12,9 @@ Everything here is per process: boto3 clients must not cross a ``fork()``
 that kept its parent's response queue would steal its notices. One after-fork
 hook (:func:`os.register_at_fork`) drops it all in the child, which builds its
 own on first use. The clients sign with the credentials kombu's transport was
-given (:class:`~tasks.aws.Credentials`), read from the app's configuration when
+given (:class:`~cloudworker.aws.Credentials`), read from the app's configuration when
 the first client is made, so settings a user puts in ``app.conf`` after
-:func:`~tasks.application.create_app` count. Celery makes one result backend per thread
+:func:`~cloudworker.application.create_app` count. Celery makes one result backend per thread
 (``celery/app/base.py``), so the mailbox lives here, shared by the threads of
 a process, not on the backend.
 """
@@ -27,16 +27,16 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from config import Settings
-from tasks import aws
-from tasks.codec import ClaimCheck, Codec
-from tasks.finishing import ResultFinisher
-from tasks.keys import state_key
-from tasks.mailbox import Mailbox, Notifier
-from tasks.objectstore import ObjectStore, S3ObjectStore
-from tasks.progress import StateWriter
-from tasks.queues import QueueService, SQSQueueService
-from tasks.topics import SNSTopicService, TopicService
+from cloudworker import aws
+from cloudworker.codec import ClaimCheck, Codec
+from cloudworker.keys import state_key
+from cloudworker.objectstore import ObjectStore, S3ObjectStore
+from cloudworker.queues import QueueService, SQSQueueService
+from cloudworker.results.finishing import ResultFinisher
+from cloudworker.results.mailbox import Mailbox, Notifier
+from cloudworker.results.progress import StateWriter
+from cloudworker.settings import Settings
+from cloudworker.topics import SNSTopicService, TopicService
 
 __all__ = ["Services"]
 
@@ -56,7 +56,7 @@ class Services:
     ) -> None:
         self.settings = settings
         #: Where the credentials of this process's clients come from (the app's broker
-        #: settings, once :func:`~tasks.application.create_app` bound them).
+        #: settings, once :func:`~cloudworker.application.create_app` bound them).
         self.credentials: Callable[[], aws.Credentials] = aws.Credentials
         self._make_store = store or (
             lambda: S3ObjectStore(
@@ -124,12 +124,12 @@ class Services:
 
     @property
     def finisher(self) -> ResultFinisher:
-        """Stores this process's successful results in the background (:mod:`tasks.finishing`)."""
+        """Stores this process's successful results in the background (``results.finishing``)."""
         return self._own("finisher", lambda: ResultFinisher(self.queues))
 
     @property
     def states(self) -> StateWriter:
-        """Writes the states of the tasks this process runs, throttled (:mod:`tasks.progress`)."""
+        """Writes the states of the tasks this process runs, throttled (``results.progress``)."""
         return self._own(
             "states", lambda: StateWriter(self.write_state, self.settings.state_interval)
         )

@@ -5,7 +5,7 @@ event would be an SNS ``Publish`` request the loop waits for, and while the
 endpoint is slow or failing (retries with backoff) the worker would stop
 taking tasks. Events are best effort in Celery's own design, so here they are
 queued (bounded), sent by one thread with ``PublishBatch`` (up to ten messages
-and 256 KiB per request; an :class:`~tasks.outbox.Outbox` that waits up to 0.2 s
+and 256 KiB per request; an :class:`~cloudworker.outbox.Outbox` that waits up to 0.2 s
 for a batch to fill) and, when SNS fails, dropped with a warning instead of
 holding up work.
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from tasks.outbox import Outbox
-from tasks.queues import body_batches
+from cloudworker.outbox import Outbox
+from cloudworker.queues import body_batches
 
 __all__ = ["BatchPublisher"]
 

@@ -9,19 +9,19 @@ each on what the one before it let through:
    property Celery reads has the type Celery expects (``id``, ``task``, ``eta``,
    ``expires``, ``retries``, ``timelimit``, ``countdown``...), and the trace
    context OpenTelemetry's instrumentation reads is bounded text (``traceparent``,
-   ``tracestate``, ``baggage``: :mod:`tasks.tracing`); ``reply_to`` is
+   ``tracestate``, ``baggage``: :mod:`cloudworker.tracing`); ``reply_to`` is
    a response queue of this deployment or empty; the body decodes (nesting depth
-   and long integers are bounded by :mod:`tasks.codec`) into
+   and long integers are bounded by :mod:`cloudworker.codec`) into
    ``[args, kwargs, embed]`` of the right types. A message that fails is broken:
    :class:`~celery.exceptions.InvalidTaskError` sends it to the worker's
-   :class:`~tasks.sqs.consumer.Consumer`, which moves it to the dead-letter queue
+   :class:`~cloudworker.worker.consumer.Consumer`, which moves it to the dead-letter queue
    with the reason and answers the caller with
-   :class:`~tasks.errors.InvalidMessage` when it can.
-2. **The arguments** (:meth:`~tasks.task.CloudworkerTask.admit`): they bind to
+   :class:`~cloudworker.errors.InvalidMessage` when it can.
+2. **The arguments** (:meth:`~cloudworker.task.CloudworkerTask.admit`): they bind to
    the task's signature and pass the task's own check (types and sizes of what
    is inline; claim-checked values are checked once resolved, in the pool).
    Arguments that fail are the caller's error, not a broken message: the task
-   fails at once with the typed :class:`~tasks.errors.InvalidInput`, the caller
+   fails at once with the typed :class:`~cloudworker.errors.InvalidInput`, the caller
    gets it, and the message is acknowledged.
 3. Everything else is Celery's own strategy, unchanged.
 
@@ -42,11 +42,11 @@ from celery.exceptions import InvalidTaskError
 from celery.utils.time import maybe_iso8601
 from celery.worker.strategy import default as default_strategy
 
-from config import Settings
-from tasks.codec import PayloadRef
-from tasks.errors import InvalidInput
-from tasks.keys import check_task_id
-from tasks.mailbox import reply_address_problem
+from cloudworker.codec import PayloadRef
+from cloudworker.errors import InvalidInput
+from cloudworker.keys import check_task_id
+from cloudworker.results.mailbox import reply_address_problem
+from cloudworker.settings import Settings
 
 __all__ = ["answer", "body_problem", "message_problem", "strategy"]
 
@@ -193,7 +193,7 @@ _HEADERS: dict[str, Check] = {
     "ignore_result": _flag,
     "stamped_headers": _stamp_names,
     "stamps": _stamps,
-    # Read by OpenTelemetry's Celery instrumentation (tasks/tracing.py) in the pool,
+    # Read by OpenTelemetry's Celery instrumentation (cloudworker/tracing.py) in the pool,
     # whose propagators fail on text that is not Unicode and log an oversized value whole.
     "traceparent": _trace_text,
     "tracestate": _trace_text,

@@ -4,19 +4,20 @@ Everything cloudworker writes to its bucket lives under a few prefixes, each wit
 its own lifecycle rule (``deploy/provision.py``, the CloudFormation template):
 
 * ``payloads/<task id>/<hex>``: a task's large arguments, checked in by the
-  client that sent it (:mod:`tasks.codec`); deleted once the task consumed them.
+  client that sent it (:mod:`cloudworker.codec`); deleted once the task consumed them.
   ``payloads/control/<hex>/<hex>``: the large arguments of one remote-control
   broadcast (a revocation of thousands of ids), left to the lifecycle rule, since
   every worker reads them.
-* ``results/<task id>.json``: a task's result record (:mod:`tasks.backend`),
+* ``results/<task id>.json``: a task's result record (:mod:`cloudworker.results.backend`),
   ``results/<task id>/<hex>`` its large ``bytes``, and ``results/<task id>/state.json``
-  its latest state while it runs (:mod:`tasks.progress`).
+  its latest state while it runs (:mod:`cloudworker.results.progress`).
 * ``revoked/ids/<task id>``: a revoked task id, an empty object whose age in a
   listing is the revocation's; ``revoked/stamped/<sha256>.json``: the headers of a
-  revocation by stamped headers (:mod:`tasks.revocations`).
+  revocation by stamped headers (:mod:`cloudworker.worker.revocations`).
 
 * ``groups/<group id>.json``: a saved ``GroupResult`` (a chord's header, in order).
-* ``chords/<group id>/...``: the bookkeeping of a chord being joined (:mod:`tasks.chords`).
+* ``chords/<group id>/...``: the bookkeeping of a chord being joined
+  (:mod:`cloudworker.results.chords`).
 
 The task id in a payload's key is what confines a reference: a worker resolves
 (and later deletes) only the payloads under its own task's prefix, so a forged
@@ -31,7 +32,7 @@ import hashlib
 import re
 import uuid
 
-from tasks.errors import InvalidMessage
+from cloudworker.errors import InvalidMessage
 
 __all__ = [
     "CHORDS",

@@ -3,12 +3,12 @@
 Celery acknowledges (deletes) a task message it cannot decode, so it is gone
 without a trace, and logs every refusal with a traceback. Here every message the
 worker refuses (undecodable, an unknown task, a broken header or body found by
-:mod:`tasks.admission`, a content type other than JSON) is rejected with its
-reason, which the transport (:mod:`tasks.sqs`) attaches when it moves the
+:mod:`cloudworker.worker.admission`, a content type other than JSON) is rejected with its
+reason, which the transport (:mod:`cloudworker.sqs`) attaches when it moves the
 message to the dead-letter queue, where ``python -m client dlq list`` shows it.
 The log gets one line, since a refusal is expected, not a bug. When the message
 names a task id, the caller is answered at once with the typed error
-(:class:`~tasks.errors.InvalidMessage`, or Celery's ``NotRegistered``) instead
+(:class:`~cloudworker.errors.InvalidMessage`, or Celery's ``NotRegistered``) instead
 of waiting for a result that will never come.
 
 It also sets the interval of the worker's event heartbeats from the settings
@@ -26,9 +26,9 @@ from celery.exceptions import NotRegistered
 from celery.worker import control
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from tasks.admission import answer
-from tasks.errors import InvalidMessage
-from tasks.queues import REASON_KEY
+from cloudworker.errors import InvalidMessage
+from cloudworker.queues import REASON_KEY
+from cloudworker.worker.admission import answer
 
 __all__ = ["Consumer"]
 

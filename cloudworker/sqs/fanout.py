@@ -15,15 +15,15 @@ to that topic with raw delivery. On top of that it
 * declares Celery's events exchange (``celeryev``) as fanout, so that every
   event receiver (Flower, ``celery events``) gets every event, and publishes
   events from a background thread, ten per request
-  (:mod:`tasks.sqs.event_publisher`), so that a slow SNS never holds up a worker;
+  (:mod:`cloudworker.sqs.event_publisher`), so that a slow SNS never holds up a worker;
 * routes a control reply to the asking process's reply queue, whose name it
-  derives from the reply's routing key (:mod:`tasks.sqs.receiver_names`);
+  derives from the reply's routing key (:mod:`cloudworker.sqs.receiver_names`);
 * creates the queues that exist only for one receiver, under their own prefix
   and tagged with when they were created and last used, keeps the reply queue
   of a process for its whole life instead of deleting it after every request
   (SQS refuses a deleted name for 60 seconds), and unsubscribes and deletes
   them all when the channel closes or the process exits; a crashed process's
-  queues are left to the reaper (:mod:`tasks.reaper`);
+  queues are left to the reaper (:mod:`cloudworker.worker.reaper`);
 * deletes no-ack messages synchronously, in one batch per receive, where there
   is no event loop for kombu's asynchronous client;
 * bounds a synchronous receive by the caller's timeout, so that ``celery
@@ -48,9 +48,9 @@ from kombu.transport import SQS
 from kombu.utils.json import dumps
 from vine import promise
 
-from tasks.queues import OwnedQueue, SQSQueueService, batches, is_gone, receipt_entries
-from tasks.sqs.event_publisher import BatchPublisher
-from tasks.sqs.receiver_names import ReceiverNames
+from cloudworker.queues import OwnedQueue, SQSQueueService, batches, is_gone, receipt_entries
+from cloudworker.sqs.event_publisher import BatchPublisher
+from cloudworker.sqs.receiver_names import ReceiverNames
 
 __all__ = ["FanoutChannel"]
 

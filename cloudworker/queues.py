@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from tasks.errors import BatchSendError, QueueGone
+from cloudworker.errors import BatchSendError, QueueGone
 
 __all__ = [
     "BATCH",
@@ -57,7 +57,7 @@ CREATED_TAG = "cloudworker:created"
 SEEN_TAG = "cloudworker:seen"
 #: Set in a received message's ``delivery_info`` when its acknowledgement is only to
 #: take it out of the consumer's prefetch window: another process deletes it from
-#: SQS (:mod:`tasks.finishing`).
+#: SQS (:mod:`cloudworker.results.finishing`).
 DELETED_ELSEWHERE = "cloudworker_deleted_elsewhere"
 #: Most entries SQS takes in one batch request (send, delete, change visibility).
 BATCH = 10
@@ -311,7 +311,7 @@ class OwnedQueue:
 
     SQS has no auto-delete, so such a queue is tagged when it is created and
     tagged again, now and then, while its process uses it; the reaper
-    (:mod:`tasks.reaper`) deletes the ones whose process stopped doing so.
+    (:mod:`cloudworker.worker.reaper`) deletes the ones whose process stopped doing so.
     """
 
     url: str

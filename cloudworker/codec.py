@@ -18,14 +18,14 @@ References decode to lazy :class:`PayloadRef` objects, and the receiving side
 calls :meth:`Codec.resolve` where blocking is cheap: the worker's pool process
 just before the task runs (never its consumer loop, which decodes every task
 body), and the waiting client. Every payload carries its SHA-256; a payload
-that is missing, expired or altered raises :class:`~tasks.errors.PayloadError`.
+that is missing, expired or altered raises :class:`~cloudworker.errors.PayloadError`.
 Small ``bytes`` are inline base64 in kombu's own ``{"__type__": "base64"}`` form.
 
 What a hostile message could do to a decoder is bounded here, for every JSON text
 either way (task bodies, payloads, results):
 
 * **Nesting** deeper than :data:`MAX_DEPTH` is refused with
-  :class:`~tasks.errors.LimitExceeded`, measured on the text before it is parsed
+  :class:`~cloudworker.errors.LimitExceeded`, measured on the text before it is parsed
   (in C-speed passes, linear in the text for any input). Deeper values would
   reach Python's recursion limit in the JSON decoder, in pickle (Celery's
   prefork pool pickles every request) or in Celery's own canvas code.
@@ -55,9 +55,9 @@ from typing import Any
 from kombu import serialization
 from kombu.utils import json as kombu_json
 
-from tasks import keys
-from tasks.errors import CloudworkerError, InvalidArguments, LimitExceeded, PayloadError
-from tasks.objectstore import ObjectStore
+from cloudworker import keys
+from cloudworker.errors import CloudworkerError, InvalidArguments, LimitExceeded, PayloadError
+from cloudworker.objectstore import ObjectStore
 
 __all__ = [
     "MAX_DEPTH",

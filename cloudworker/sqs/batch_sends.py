@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from tasks.errors import BatchSendError
-from tasks.queues import BATCH, BATCH_BYTES
+from cloudworker.errors import BatchSendError
+from cloudworker.queues import BATCH, BATCH_BYTES
 
 __all__ = ["BatchSendError", "BatchingClient", "SendBatch", "batch_sends", "current_batch"]
 

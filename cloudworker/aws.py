@@ -47,7 +47,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from config import Settings
+from cloudworker.settings import Settings
 
 __all__ = ["Credentials", "client", "is_transient"]
 

@@ -71,10 +71,10 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 
-from tasks.keys import chord_prefix, result_key
+from cloudworker.keys import chord_prefix, result_key
 
 if TYPE_CHECKING:
-    from tasks.backend import CloudworkerBackend
+    from cloudworker.results.backend import CloudworkerBackend
 
 __all__ = ["ChordJoin"]
 

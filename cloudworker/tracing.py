@@ -11,9 +11,9 @@ instrumentation injects the context into the task message's headers (W3C
 the task's request at ``task_prerun``. The headers sit in kombu's envelope beside
 the task's body, and the codec encodes only the body: so they travel unchanged
 when the arguments go through S3 (the claim check replaces the body or its large
-parts) and when messages are sent ten per request (:mod:`tasks.sqs.batch_sends`
+parts) and when messages are sent ten per request (:mod:`cloudworker.sqs.batch_sends`
 batches whole SQS message bodies). The worker's admission lets them through as
-long as they are bounded text (:mod:`tasks.admission`).
+long as they are bounded text (:mod:`cloudworker.worker.admission`).
 
 Celery is instrumented where the app is made (:func:`instrument`): in a client,
 and in the worker's main process, which publishes the inbox's tasks. A pool
@@ -37,7 +37,7 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from config import Settings
+from cloudworker.settings import Settings
 
 try:
     from opentelemetry import context as otel_context

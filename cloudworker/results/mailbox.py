@@ -5,24 +5,24 @@ The whole concept lives here, both halves and what passes between them:
 * **The notice** a worker sends when a task ends (:func:`notice`): the task's
   result record itself when it is small, else a pointer saying the record is
   only in S3. A running task's states (STARTED, RETRY, custom ones) travel the
-  same way (:mod:`tasks.progress`); a final notice is never replaced, and a
+  same way (:mod:`cloudworker.results.progress`); a final notice is never replaced, and a
   state arriving after it is ignored. :func:`notice_task_id`,
   :func:`notice_state` and :func:`is_stored_only` read one.
 * **The client half**, :class:`Mailbox`: each client process owns one SQS queue,
   created on its first task, named ``<prefix>resp-<random>`` and tagged with its
-  creation time and last use (:class:`~tasks.queues.OwnedQueue`). The queue's
+  creation time and last use (:class:`~cloudworker.queues.OwnedQueue`). The queue's
   name travels with every task as Celery's ``reply_to``. Waiting is one long poll
   at a time (pushed, not polled on an interval); every notice received is filed
   by task id, so threads waiting on different tasks share the polls: one thread
   receives, without holding the lock, and wakes the others as soon as it has
   filed their notices (see :meth:`Mailbox.wait`). The queue is deleted when the
   process exits; the reaper deletes the queues of processes that crashed
-  (:mod:`tasks.reaper`).
+  (:mod:`cloudworker.worker.reaper`).
 * **The worker half**, :class:`Notifier`: sends a notice to the queue a task's
   ``reply_to`` names, if it is a response queue of this deployment, resolving
   and remembering queue URLs.
 
-Both are per process: :class:`~tasks.services.Services` makes them, and makes
+Both are per process: :class:`~cloudworker.services.Services` makes them, and makes
 new ones in a forked child (a child must never read its parent's notices).
 """
 
@@ -43,10 +43,10 @@ from typing import Any
 from celery import states
 from kombu.utils.functional import LRUCache
 
-from config import Settings
-from tasks.errors import ResponseQueueError
-from tasks.outbox import Outbox
-from tasks.queues import OwnedQueue, QueueGone, QueueService
+from cloudworker.errors import ResponseQueueError
+from cloudworker.outbox import Outbox
+from cloudworker.queues import OwnedQueue, QueueGone, QueueService
+from cloudworker.settings import Settings
 
 __all__ = [
     "Mailbox",
@@ -345,7 +345,7 @@ def _log_failed_delete(deleted: Future[None]) -> None:
 class Notifier:
     """Sends notices to the response queues tasks name as their ``reply_to``.
 
-    Every notice goes through one :class:`~tasks.outbox.Outbox` per process:
+    Every notice goes through one :class:`~cloudworker.outbox.Outbox` per process:
     notices for the same response queue that are ready together (tasks ending
     at once in this process's threads) share one ``SendMessageBatch``.
     """

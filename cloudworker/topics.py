@@ -1,9 +1,9 @@
 """SNS subscriptions of SQS queues, behind one small interface.
 
-The monitoring transport (:mod:`tasks.sqs.fanout`) subscribes receiver queues to
+The monitoring transport (:mod:`cloudworker.sqs.fanout`) subscribes receiver queues to
 SNS topics through kombu. What the project itself needs of SNS is only this:
 find the subscriptions of a crashed receiver's queue and remove them, so that
-the reaper (:mod:`tasks.reaper`) leaves no subscription pointing at nothing.
+the reaper (:mod:`cloudworker.worker.reaper`) leaves no subscription pointing at nothing.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The rest of cloudworker sees only :class:`ObjectStore`: a few operations on
 bytes under string keys. :class:`S3ObjectStore` is the real one;
 :class:`MemoryObjectStore` is the stub for unit tests of pure logic.
 
-Keys are the layout of :mod:`tasks.keys` (``results/<id>.json``...). An
+Keys are the layout of :mod:`cloudworker.keys` (``results/<id>.json``...). An
 :class:`S3ObjectStore` puts them under its base prefix (``CLOUDWORKER_S3_PREFIX``)
 on the way out and takes it off listings on the way back, so that no other
 module knows where in the bucket a deployment lives; with a KMS key
@@ -25,7 +25,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from tasks.errors import LimitExceeded
+from cloudworker.errors import LimitExceeded
 
 __all__ = ["Listed", "MemoryObjectStore", "ObjectStore", "S3ObjectStore"]
 
@@ -65,7 +65,7 @@ class ObjectStore(ABC):
 
         ``size_hint`` (the expected size, when known) lets a large object be
         fetched in parallel parts. An object larger than ``max_bytes`` raises
-        :class:`~tasks.errors.LimitExceeded` before its body is read.
+        :class:`~cloudworker.errors.LimitExceeded` before its body is read.
         """
 
     @abstractmethod

@@ -3,7 +3,7 @@
 It is where a task's arguments are checked, on both sides of the queue, by one
 method (:meth:`CloudworkerTask.admit`): the client refuses what it can know is
 bad before anything is sent, and the worker refuses it again before the pool
-(:mod:`tasks.admission`), since a message can come from any producer.
+(:mod:`cloudworker.worker.admission`), since a message can come from any producer.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import EncodeError
 
-from tasks import keys
-from tasks.aws import is_transient
-from tasks.codec import PayloadRef, loggable
-from tasks.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
+from cloudworker import keys
+from cloudworker.aws import is_transient
+from cloudworker.codec import PayloadRef, loggable
+from cloudworker.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
 
 __all__ = ["CloudworkerTask", "sendable"]
 
@@ -44,7 +44,7 @@ class CloudworkerTask(Task):  # type: ignore[misc]
 
     The worker's consumer decodes each task body in its event loop, where a
     download would stall every other message; so large arguments arrive as
-    :class:`~tasks.codec.PayloadRef` and are fetched here, in the process that
+    :class:`~cloudworker.codec.PayloadRef` and are fetched here, in the process that
     runs the task. Once the task has ended (succeeded, or failed for good) the
     payloads are deleted, unless ``CLOUDWORKER_DELETE_CONSUMED_PAYLOADS`` is off;
     a task that will be retried, or a worker that dies mid-task, leaves them for
@@ -54,11 +54,11 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     #: Bad input (and a payload that is missing, altered or not the task's own) is the
     #: caller's error: logged without a traceback, never retried.
     throws = (InvalidInput, PayloadError)
-    #: The worker checks each message before Celery's own strategy (tasks/admission.py).
-    Strategy = "tasks.admission:strategy"
+    #: The worker checks each message before Celery's own strategy (worker/admission.py).
+    Strategy = "cloudworker.worker.admission:strategy"
     #: A success's message is deleted by the pool process once its result is stored
-    #: (tasks/finishing.py).
-    Request = "tasks.finishing:Request"
+    #: (cloudworker/results/finishing.py).
+    Request = "cloudworker.results.finishing:Request"
     #: The task's own check of its bound arguments (name -> value), which raises
     #: :class:`InvalidInput`; values may still be :class:`PayloadRef` on the worker's
     #: edge. Given as ``@app.task(argument_check=staticmethod(check))``.
@@ -92,7 +92,7 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     ) -> None:
         """Celery's. A final state set here (``SUCCESS`` before the task returns, or any
         state for another task's id) is not a run's result: the run's own result, when
-        it comes, replaces it in S3 (:meth:`~tasks.backend.CloudworkerBackend._standing`)."""
+        it comes, replaces it in S3 (``CloudworkerBackend._standing``)."""
         super().update_state(task_id, state, meta, by_update=True, **kwargs)
 
     def on_replace(self, sig: Any) -> Any:
