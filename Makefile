@@ -81,7 +81,7 @@ test-moto quick: $(DEV_STAMP) browser prometheus
 
 ## The integration tests again on ministack: both endpoints are supported, so both are tested.
 test-ministack: $(DEV_STAMP) $(MINISTACK_STAMP) browser prometheus
-	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m pytest -m integration tests/integration
+	CLOUDWORKER_LOCAL_ENDPOINT=ministack $(PY) -m pytest -m integration --numprocesses=2 --dist=loadscope tests/integration
 
 ## Celery 5.7.0's own integration tests (t/integration, fetched from the pinned sdist
 ## into .cache/) against cloudworker, in two processes side by side (pytest-xdist),
