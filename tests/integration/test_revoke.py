@@ -173,7 +173,11 @@ def test_revoke_with_terminate_ends_a_running_task_as_revoked(
     try:
         marker, finished = tmp_path / "ran", tmp_path / "finished"
         result = pool.app.send_task("tests.slow", args=[60, str(marker), str(finished)])
-        eventually(marker.exists, what="the task started")
+        # The task creates its marker, then writes its pid into it: wait for the pid.
+        eventually(
+            lambda: marker.exists() and marker.read_text().endswith("\n"),
+            what="the task started and noted its pid",
+        )
         (pid,) = (int(line) for line in marker.read_text().split())
         asked = time.monotonic()
         result.revoke(terminate=True)
