@@ -290,7 +290,7 @@ def _ensure_bucket(s3: Any, settings: Settings, existing: bool) -> None:
             },
         )
     # A bucket made here gets ours: S3 gives every new bucket SSE-S3, not a choice of theirs.
-    if not existing or not _has_default_encryption(s3, bucket):
+    if not existing or not _encryption_rules(s3, bucket):
         s3.put_bucket_encryption(
             Bucket=bucket, ServerSideEncryptionConfiguration=_default_encryption(settings)
         )
@@ -332,13 +332,7 @@ def _default_encryption(settings: Settings) -> dict[str, Any]:
 
 def _encryption_key(s3: Any, bucket: str) -> str | None:
     """The KMS key of the bucket's default encryption, if it is SSE-KMS under one."""
-    try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
-    except ClientError as exc:
-        if _code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
-            return None
-        raise
-    for rule in rules.get("Rules", []):
+    for rule in _encryption_rules(s3, bucket):
         key = rule.get("ApplyServerSideEncryptionByDefault", {}).get("KMSMasterKeyID")
         if key:
             return str(key)
@@ -369,14 +363,16 @@ def _check_keys(kms: Any, settings: Settings, bucket_key: str | None) -> None:
             )
 
 
-def _has_default_encryption(s3: Any, bucket: str) -> bool:
+def _encryption_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """The rules of the bucket's default encryption; none when it has none."""
     try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        found = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     except ClientError as exc:
         if _code(exc) == "ServerSideEncryptionConfigurationNotFoundError":
-            return False
+            return []
         raise
-    return bool(rules.get("Rules"))
+    rules: list[dict[str, Any]] = found.get("Rules", [])
+    return rules
 
 
 def _lifecycle_rules(s3: Any, bucket: str) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from cloudworker.application import CloudworkerCelery, create_app
 from cloudworker.settings import Settings
 from deploy import endpoints, local
 from tests.integration.conftest import ROOT, LocalStack
+from tests.support import buckets
 from tests.support.inbox import jpeg, wait_for_object
 
 pytestmark = pytest.mark.integration
@@ -66,14 +67,7 @@ def provision(stack: LocalStack, where: Deployment) -> None:
 
 
 def bucket_state(stack: LocalStack, bucket: str) -> dict[str, Any]:
-    s3 = stack.client("s3")
-    notifications = s3.get_bucket_notification_configuration(Bucket=bucket)
-    notifications.pop("ResponseMetadata", None)
-    return {
-        "encryption": s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"],
-        "lifecycle": s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"],
-        "notifications": notifications,
-    }
+    return buckets.bucket_state(stack.client("s3"), bucket)
 
 
 def queue_key(stack: LocalStack, name: str) -> str | None:

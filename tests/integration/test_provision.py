@@ -19,6 +19,7 @@ import pytest
 
 from deploy import endpoints
 from tests.integration.conftest import LocalStack
+from tests.support.buckets import bucket_state
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +28,7 @@ KEY_ID = "arn:aws:kms:us-east-1:000000000000:key/11111111-2222-3333-4444-5555555
 
 def state(stack: LocalStack, bucket: str) -> dict[str, Any]:
     """Everything provisioning could change on ``bucket``, as S3 answers it."""
-    s3 = stack.client("s3")
-    notifications = s3.get_bucket_notification_configuration(Bucket=bucket)
-    notifications.pop("ResponseMetadata", None)
-    return {
-        "encryption": s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"],
-        "lifecycle": s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"],
-        "policy": json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]),
-        "notifications": notifications,
-        "tags": s3.get_bucket_tagging(Bucket=bucket)["TagSet"],
-    }
+    return bucket_state(stack.client("s3"), bucket)
 
 
 def users_bucket(stack: LocalStack, inbox_overlap: bool = False) -> tuple[str, str]:
