@@ -102,8 +102,13 @@ class Reaper(bootsteps.StartStopStep):  # type: ignore[misc]
 
     It runs in a thread of its own (each pass is a few blocking SQS and SNS
     requests, which must not stall the worker's event loop) that stops with the
-    worker.
+    worker. It starts once the pool has forked its processes: its first pass makes
+    boto3 clients, and a process forked while another thread is inside an import
+    or a lock of botocore inherits that lock held by no one, and hangs on it at its
+    first client (seen once: a pool process that never ran its first task).
     """
+
+    requires = ("celery.worker.components:Pool",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

@@ -71,3 +71,17 @@ def test_subscriptions_are_checked_against_the_listing_and_a_newer_queue_is_kept
     assert reap(queues, SETTINGS, topics=topics, now=now) == []
     assert len(topics.subscriptions) == 3  # the queue made after the listing keeps its own
     assert queues.lookups == 1  # only that one was looked up; the listed ones cost nothing
+
+
+def test_the_reaper_thread_starts_after_the_pool_has_forked() -> None:
+    """A process forked while the reaper's thread is inside botocore could inherit a held lock."""
+    from celery.worker import WorkController
+
+    from cloudworker.application import create_app
+
+    app = create_app(Settings())
+    blueprint = WorkController.Blueprint(steps=app.steps["worker"])
+    order = [step.name for step in blueprint._finalize_steps(blueprint.claim_steps())]
+    assert order.index("cloudworker.worker.reaper.Reaper") > order.index(
+        "celery.worker.components.Pool"
+    )
