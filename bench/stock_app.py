@@ -1,6 +1,6 @@
 """The baseline: stock Celery 5.7 on SQS with the S3 result backend, as a user would set it up.
 
-This is the configuration of section 1 of ``/work/shared/notes/stock-celery-on-sqs.md``
+This is the configuration Celery's and kombu's documentation give for SQS
 (kombu's own SQS transport, ``sqs://`` with the endpoint taken from ``AWS_ENDPOINT_URL``,
 long polling, results polled from S3), with the same pool as cloudworker's worker
 (acks late, ``-c 2 -P prefork``) and Celery's default prefetch (4 per process), so that
