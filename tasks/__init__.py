@@ -16,41 +16,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from cloudworker.errors import (
-    BatchSendError,
-    CloudworkerError,
-    InvalidArguments,
-    InvalidImage,
-    InvalidInput,
-    InvalidMessage,
-    InvalidNumbers,
-    LimitExceeded,
-    PayloadError,
-    QueueGone,
-    QueueNotProvisioned,
-    ResponseQueueError,
-)
+import cloudworker
 
-__all__ = [
-    "BatchSendError",
-    "CloudworkerCelery",
-    "CloudworkerError",
-    "InvalidArguments",
-    "InvalidImage",
-    "InvalidInput",
-    "InvalidMessage",
-    "InvalidNumbers",
-    "LimitExceeded",
-    "PayloadError",
-    "QueueGone",
-    "QueueNotProvisioned",
-    "ResponseQueueError",
-    "app",
-    "batch_sends",
-    "compute_stats",
-    "create_app",
-    "grayscale_image",
-]
+# The library's public names (its errors, create_app, ...) and the reference app's tasks.
+__all__ = [*cloudworker.__all__, "app", "compute_stats", "grayscale_image"]  # noqa: PLE0604
 
 _lock = threading.Lock()
 _made: dict[str, Any] = {}
@@ -59,18 +28,8 @@ _made: dict[str, Any] = {}
 def __getattr__(name: str) -> Any:
     # The app is made on first use, not at import: importing ``cloudworker.errors`` or the
     # pure computations must not build a Celery app or read the environment.
-    if name == "create_app":
-        from cloudworker.application import create_app
-
-        return create_app
-    if name == "CloudworkerCelery":
-        from cloudworker.application import CloudworkerCelery
-
-        return CloudworkerCelery
-    if name == "batch_sends":
-        from cloudworker.sqs.batch_sends import batch_sends
-
-        return batch_sends
+    if name in cloudworker.__all__:  # the library's public names, under this name too
+        return getattr(cloudworker, name)
     if name in ("app", "compute_stats", "grayscale_image"):
         with _lock:
             if not _made:
