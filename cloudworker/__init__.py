@@ -1,16 +1,21 @@
 """cloudworker: Celery on Amazon SQS, with results and large payloads in Amazon S3.
 
-A library a Celery app is built on::
+A library a Celery app is built on, in Celery's own terms::
 
-    from cloudworker import create_app
+    import cloudworker                    # registers the cloudworker:// scheme
+    from celery import Celery
 
-    app = create_app()          # settings from CLOUDWORKER_* (or create_app(Settings(...)))
+    app = Celery("proj", broker="cloudworker://", backend="cloudworker://")
+    # cloudworker's settings: app.conf.cloudworker_bucket = ..., else CLOUDWORKER_BUCKET
 
     @app.task
     def add(x: int, y: int) -> int:
         return x + y
 
     add.delay(2, 3).get(timeout=60)   # pushed back on this process's response queue
+
+``cloudworker.create_app()`` makes such an app ready-made (settings from the
+environment, or ``create_app(Settings(...))``).
 
 Everything public is named here; every other module is internal. The pieces:
 ``sqs/`` the kombu transport, ``results/`` the result backend and response
@@ -49,6 +54,7 @@ from cloudworker.settings import Settings, SettingsError
 
 __all__ = [
     "BatchSendError",
+    "CloudworkerApp",
     "CloudworkerCelery",
     "CloudworkerError",
     "InvalidArguments",
@@ -63,9 +69,39 @@ __all__ = [
     "ResponseQueueError",
     "Settings",
     "SettingsError",
+    "adopt",
     "batch_sends",
     "create_app",
 ]
+
+
+def _register_scheme() -> None:
+    """``cloudworker://`` for kombu (the transport) and for Celery (the result backend).
+
+    An app whose configuration names it is adopted as soon as its configuration
+    is read: every app made from now on gets cloudworker's fix-up, Celery's own
+    hook for frameworks (its Django support is one), which watches for that
+    (:func:`cloudworker.application.fixup`). An app made before this import is
+    adopted when it is finalized, or when its transport or backend is made.
+    """
+    from celery._state import connect_on_app_finalize
+    from celery.app.backends import BACKEND_ALIASES
+    from celery.app.base import BUILTIN_FIXUPS
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES.setdefault("cloudworker", "cloudworker.sqs:Transport")
+    BACKEND_ALIASES.setdefault("cloudworker", "cloudworker.results.backend:CloudworkerBackend")
+    BUILTIN_FIXUPS.add("cloudworker.application:fixup")
+    connect_on_app_finalize(_adopt_if_configured)
+
+
+def _adopt_if_configured(app: Any) -> None:
+    from cloudworker.application import adopt_if_configured
+
+    adopt_if_configured(app)
+
+
+_register_scheme()
 
 
 def __getattr__(name: str) -> Any:
@@ -75,10 +111,10 @@ def __getattr__(name: str) -> Any:
         from cloudworker.application import create_app
 
         return create_app
-    if name == "CloudworkerCelery":
-        from cloudworker.application import CloudworkerCelery
+    if name in ("CloudworkerCelery", "CloudworkerApp", "adopt"):
+        from cloudworker import application
 
-        return CloudworkerCelery
+        return getattr(application, name)
     if name == "batch_sends":
         from cloudworker.sqs.batch_sends import batch_sends
 

@@ -1,6 +1,9 @@
-"""Settings for every cloudworker process, read from the environment in one place.
+"""Settings for every cloudworker process, read in one place.
 
-Only cloudworker's own knobs live here, under the ``CLOUDWORKER_`` prefix. AWS
+Only cloudworker's own knobs live here. Each is a Celery setting,
+``cloudworker_<name>`` in ``app.conf`` (so Django's ``namespace="CELERY"`` reads
+``CELERY_CLOUDWORKER_<NAME>``), and an environment variable, ``CLOUDWORKER_<NAME>``,
+the fallback when ``app.conf`` does not set it (:meth:`Settings.from_conf`). AWS
 endpoints and credentials are deliberately absent: boto3 finds them through its
 standard chain (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``,
 profiles, instance roles), so the same code runs on EC2 with a role and locally
@@ -16,9 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Settings", "SettingsError", "load"]
+__all__ = ["CONF_PREFIX", "Settings", "SettingsError", "load"]
 
 PREFIX = "CLOUDWORKER_"
+#: The prefix of cloudworker's settings in a Celery app's configuration.
+CONF_PREFIX = "cloudworker_"
 
 
 class SettingsError(ValueError):
@@ -138,6 +143,23 @@ class Settings:
         settings._check()
         return settings
 
+    @classmethod
+    def from_conf(
+        cls, conf: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read the settings from a Celery app's ``conf``, then from the environment.
+
+        ``cloudworker_bucket`` in ``conf`` wins over ``CLOUDWORKER_BUCKET``; a
+        value in ``conf`` may be of the setting's type or a string read as the
+        environment's is.
+        """
+        env = dict(os.environ if environ is None else environ)
+        for field in fields(cls):
+            value = conf.get(CONF_PREFIX + field.name)
+            if value is not None:
+                env[PREFIX + field.name.upper()] = _as_text(field.name, value, type(field.default))
+        return cls.from_env(env)
+
     def _check(self) -> None:
         if not 1 <= self.wait_seconds <= 20:
             raise SettingsError(f"{PREFIX}WAIT_SECONDS must be 1 to 20, not {self.wait_seconds}")
@@ -169,6 +191,16 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
+
+
+def _as_text(name: str, value: Any, kind: type) -> str:
+    """A value from ``app.conf`` as the environment would hold it (checked by ``_coerce``)."""
+    if isinstance(value, str):
+        return value
+    fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if not fits or (isinstance(value, bool) and kind is not bool):
+        raise SettingsError(f"{CONF_PREFIX}{name}={value!r} is not a {kind.__name__}")
+    return str(value).lower() if kind is bool else str(value)
 
 
 def _coerce(name: str, raw: str, kind: type) -> Any:

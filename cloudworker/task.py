@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Signature, Task, chord
-from celery.exceptions import Retry
+from celery.exceptions import ImproperlyConfigured, Retry
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import EncodeError
@@ -25,7 +25,7 @@ from cloudworker.aws import is_transient
 from cloudworker.codec import PayloadRef, loggable
 from cloudworker.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
 
-__all__ = ["CloudworkerTask", "sendable"]
+__all__ = ["CloudworkerTask", "sendable", "task_class", "upgrade_task"]
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +182,48 @@ def sendable(exc: EncodeError) -> CloudworkerError:
     if isinstance(cause, CloudworkerError):
         return cause
     return InvalidArguments(f"the arguments cannot be sent as JSON: {cause}")
+
+
+#: Celery's own worker classes, which a task's base may leave as they are.
+_CELERY_STRATEGY = Task.Strategy
+_CELERY_REQUEST = Task.Request
+_UPGRADED: dict[type, type] = {}
+
+
+def task_class(base: type) -> type:
+    """``base`` made a cloudworker task's class: :class:`CloudworkerTask` mixed in first.
+
+    Any ``celery.Task`` subclass (a user's ``base=``, Celery's own) gets what
+    every cloudworker task has: claim-checked arguments, admission, background
+    finishing. Its ``throws`` are kept with cloudworker's. A base that sets its
+    own ``Strategy`` or ``Request`` cannot have cloudworker's worker side: it is
+    refused here, when the task is registered, with the reason.
+    """
+    if issubclass(base, CloudworkerTask):
+        return base
+    found = _UPGRADED.get(base)
+    if found is not None:
+        return found
+    if not issubclass(base, Task):
+        raise ImproperlyConfigured(f"a task's base must be a celery.Task subclass, not {base!r}")
+    for attribute, celery_default in (("Strategy", _CELERY_STRATEGY), ("Request", _CELERY_REQUEST)):
+        own = getattr(base, attribute)
+        if own != celery_default:
+            raise ImproperlyConfigured(
+                f"{base.__module__}.{base.__qualname__} sets its own {attribute} ({own!r}); "
+                f"cloudworker's worker needs its own ({getattr(CloudworkerTask, attribute)!r}): "
+                f"subclass that one instead"
+            )
+    throws = tuple(dict.fromkeys((*CloudworkerTask.throws, *(getattr(base, "throws", ()) or ()))))
+    found = _UPGRADED[base] = type(
+        base.__name__,
+        (CloudworkerTask, base),
+        {"__module__": base.__module__, "__qualname__": base.__qualname__, "throws": throws},
+    )
+    return found
+
+
+def upgrade_task(task: Any) -> None:
+    """Make a task already made (an instance) a cloudworker task, in place."""
+    if not isinstance(task, CloudworkerTask):
+        task.__class__ = task_class(type(task))

@@ -74,6 +74,7 @@ from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from vine import promise, transform
 
+from cloudworker.application import ADOPTED_OPTION
 from cloudworker.codec import check_depth
 from cloudworker.errors import InvalidMessage, LimitExceeded, QueueNotProvisioned
 from cloudworker.queues import (
@@ -654,3 +655,27 @@ class Transport(SQS.Transport):
 
     Channel = Channel
     implements = SQS.Transport.implements.extend(exchange_type=frozenset(["direct", "fanout"]))
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
+        options = client.transport_options
+        if not options.get(ADOPTED_OPTION):
+            _adopted_options(options)
+
+
+def _adopted_options(options: dict[str, Any]) -> None:
+    """Fill a connection's options with those of its app, adopting the app first.
+
+    A ``cloudworker://`` connection made before its app was adopted (an app
+    that sends a task by name before any of its tasks is used: Celery's
+    ``send_task`` does not finalize the app) is the current app's: adopted now,
+    its options (queue prefix, region...) are this connection's too.
+    """
+    from celery import current_app
+
+    from cloudworker.application import adopt, uses_scheme
+
+    app = current_app._get_current_object()
+    if uses_scheme(app.conf):
+        for key, value in adopt(app).conf.broker_transport_options.items():
+            options.setdefault(key, value)

@@ -147,9 +147,58 @@ def test_a_users_project_with_its_own_config_and_tasks_builds_its_app_on_it(
             return x + y
 
         assert app.tasks["shop.add"].run(2, 3) == 5
-        assert app.conf.broker_transport == "cloudworker.sqs:Transport"
+        assert app.conf.broker_url == "cloudworker://"
         print(type(app.backend).__module__)
         """,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "cloudworker.results.backend"
+
+
+def test_a_django_style_project_adopts_its_own_celery_app_by_the_scheme(
+    installed: Path, tmp_path: Path
+) -> None:
+    """No create_app: Celery's own app, configured with namespace="CELERY" as Django
+    projects do; cloudworker's settings among the project's, the project's own win."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "__init__.py").write_text("")
+    (tmp_path / "config" / "settings.py").write_text(
+        "CELERY_BROKER_URL = 'cloudworker://'\n"
+        "CELERY_RESULT_BACKEND = 'cloudworker://'\n"
+        "CELERY_TASK_ACKS_LATE = False\n"
+        "CELERY_CLOUDWORKER_QUEUE_PREFIX = 'shop-'\n"
+        "CELERY_CLOUDWORKER_BUCKET = 'shop'\n"
+    )
+    done = run_outside(
+        installed,
+        tmp_path,
+        """
+        import cloudworker
+        from celery import Celery, Task
+        from cloudworker.task import CloudworkerTask
+
+        class Audited(Task):
+            throws = (KeyError,)
+
+        app = Celery("shop")
+        app.config_from_object("config.settings", namespace="CELERY")
+
+        @app.task(base=Audited)
+        def add(x, y):
+            return x + y
+
+        add.name  # as a module using its task does, before anything reads the settings
+        assert app.conf.task_acks_late is False  # the project's own setting stands
+        assert isinstance(app, cloudworker.CloudworkerApp) and isinstance(app, Celery)
+        settings = app.services.settings
+        assert (settings.queue_prefix, settings.bucket) == ("shop-", "shop")
+        assert app.conf.broker_transport_options["queue_name_prefix"] == "shop-"
+        task = app.tasks[add.name]
+        assert isinstance(task, CloudworkerTask) and isinstance(task, Audited)
+        assert KeyError in task.throws and task.max_retries == 3
+        assert app.conf.task_default_queue == "tasks"
+        print(type(app.backend).__module__, app.thread_oid.startswith("shop-resp-"))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cloudworker.results.backend True"
