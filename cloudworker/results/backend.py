@@ -17,10 +17,12 @@ process reads S3 only.
 
 Client side, ``AsyncResult.get()`` waits by long-polling this process's own
 response queue (:class:`~cloudworker.results.mailbox.Mailbox`), so an answer arrives as soon
-as it is sent, with no S3 polling loop. S3 is read only for a task this process
-did not send (``AsyncResult(task_id).get()`` from a new process) and, as a
-safety net, after each long poll of ``wait_seconds`` that brought nothing (a
-notice that was lost, or a queue reaped while the client slept).
+as it is sent, with no S3 polling loop. The queue is created on the first wait,
+not on the first send. S3 is read only for a task this process did not send
+(``AsyncResult(task_id).get()`` from a new process), for one it sent before its
+queue existed (once, when the queue does), and, as a safety net, after each
+long poll of ``wait_seconds`` that brought nothing (a notice that was lost, or a
+queue reaped while the client slept).
 
 States before the end (``STARTED``, on by default; ``RETRY``; custom states
 from ``update_state``) are kept too, apart from the result: the latest one in
@@ -94,10 +96,9 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
 
     def __init__(self, app: Celery, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
-        services: Services | None = getattr(app, "services", None)
-        if services is None:
-            raise TypeError("CloudworkerBackend needs an app made by tasks.create_app()")
-        self.services = services
+        from cloudworker.application import adopt  # the app is adopted when it is made
+
+        self.services: Services = adopt(app).services
         self.chords = ChordJoin(self)
         #: Callers of tasks failed on their behalf (a chord's body), by task id: see answering.
         self._callers: dict[str, str] = {}
@@ -191,6 +192,11 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         mailbox = self.services.mailbox
         wait = self.services.settings.wait_seconds
         next_check = time.monotonic() + wait
+        mailbox.open()
+        if mailbox.sent_early(task_id):
+            # Sent before this process had a queue: its notice may have gone nowhere.
+            # Read once the queue exists, S3 has every result whose notice was lost.
+            next_check = time.monotonic()
         # The last state notice passed to on_message ("" for none; None: not watching).
         seen: str | None = "" if on_message is not None else None
         while True:
@@ -267,7 +273,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         mailbox = self.services.mailbox
-        if mailbox.sent(task_id):
+        if mailbox.sent(task_id) and not mailbox.sent_early(task_id):
             meta = self._meta_from_mailbox(task_id)
             if meta is None:
                 mailbox.poll(0)

@@ -9,9 +9,13 @@ The whole concept lives here, both halves and what passes between them:
   state arriving after it is ignored. :func:`notice_task_id`,
   :func:`notice_state` and :func:`is_stored_only` read one.
 * **The client half**, :class:`Mailbox`: each client process owns one SQS queue,
-  created on its first task, named ``<prefix>resp-<random>`` and tagged with its
-  creation time and last use (:class:`~cloudworker.queues.OwnedQueue`). The queue's
-  name travels with every task as Celery's ``reply_to``. Waiting is one long poll
+  named ``<prefix>resp-<random>`` and tagged with its creation time and last use
+  (:class:`~cloudworker.queues.OwnedQueue`). The queue's name travels with every
+  task as Celery's ``reply_to``, but the queue is created only when the process
+  first waits: a process that only sends (a web request handler, beat) creates
+  nothing, and the notices sent to its name meanwhile are dropped. The results
+  of the tasks it sent before its queue existed are read from S3 when it waits
+  (:meth:`Mailbox.sent_early`). Waiting is one long poll
   at a time (pushed, not polled on an interval); every notice received is filed
   by task id, so threads waiting on different tasks share the polls: one thread
   receives, without holding the lock, and wakes the others as soon as it has
@@ -139,6 +143,7 @@ class Mailbox:
         self._name = self._new_name()
         self._queue: OwnedQueue | None = None
         self._closes_at_exit = False
+        #: The tasks this process sent: True for those sent before its queue existed.
         self._sent: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
         self._notices: LRUCache = LRUCache(limit=_MEMORY)  # type: ignore[no-untyped-call]
         #: The latest notice of a state that is not final, per task still running.
@@ -168,20 +173,28 @@ class Mailbox:
         return None if queue is None else queue.url
 
     def expect(self, task_id: str) -> None:
-        """Note that this process sends ``task_id``; make sure the queue exists.
+        """Note that this process sends ``task_id`` (no AWS call: see :meth:`open`).
 
         A notice filed for that id before it was sent is not its answer (anything
         may name an id, a refused message's chain for one): it is forgotten.
         """
         with self._lock:
-            self._sent[task_id] = ""
+            self._sent[task_id] = self._queue is None
             self._notices.pop(task_id, None)
             self._states.pop(task_id, None)
-            self._ensure_queue()
 
     def sent(self, task_id: str) -> bool:
         """Whether this process sent ``task_id`` (so its notice comes here)."""
         return task_id in self._sent
+
+    def sent_early(self, task_id: str) -> bool:
+        """Whether ``task_id`` was sent before the queue existed: its notice may be lost."""
+        return bool(self._sent.get(task_id))
+
+    def open(self) -> None:
+        """Create the queue if it does not exist yet (before a wait)."""
+        with self._lock:
+            self._ensure_queue()
 
     def notice(self, task_id: str) -> str | None:
         """The final notice received for ``task_id``, if any."""
@@ -374,7 +387,8 @@ class Notifier:
         def settle(sent: Future[None]) -> None:
             exc = sent.exception()
             if isinstance(exc, QueueGone):
-                log.info("response queue %s is gone; the result stays in S3", reply_to)
+                # Not made yet (its process only sent, so far) or gone: the result is in S3.
+                log.debug("response queue %s does not exist; the result stays in S3", reply_to)
             elif exc is not None:  # the waiting client also looks in S3
                 log.warning("could not notify %s of task %s: %s", reply_to, task_id, exc)
             done.set_result(None)

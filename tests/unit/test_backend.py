@@ -57,8 +57,11 @@ def finish(
     backend.store_result(task_id, result, state, request=request)
 
 
-def sent(app: CloudworkerCelery) -> str:
-    """What the client does when it sends a task."""
+def sent(app: CloudworkerCelery, *, waiting: bool = True) -> str:
+    """What the client does when it sends a task (``waiting``: with its queue made
+    already, by an earlier wait; else the queue is made on the first wait)."""
+    if waiting:
+        app.services.mailbox.open()
     task_id = str(uuid.uuid4())
     backend_of(app).on_task_call(None, task_id)
     return task_id
@@ -69,6 +72,7 @@ def test_result_is_stored_in_s3_and_pushed_to_the_response_queue(
 ) -> None:
     task_id = sent(app)
     mailbox = app.services.mailbox
+    mailbox.open()
     assert queues.tags(mailbox.url or "")["cloudworker:created"].isdigit()
     finish(app, task_id, {"count": 3})
     record = json.loads(store.objects[result_key(task_id)])
@@ -263,9 +267,41 @@ def test_close_deletes_the_response_queue(
 ) -> None:
     sent(app)
     mailbox = app.services.mailbox
+    mailbox.open()
     assert queues.list_urls(SETTINGS.response_queue_prefix) == [mailbox.url]
     mailbox.close()
     assert queues.list_urls(SETTINGS.response_queue_prefix) == []
+
+
+def test_a_process_that_only_sends_creates_no_queue(
+    app: CloudworkerCelery, store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    task_id = sent(app, waiting=False)
+    finish(app, task_id, "done")  # its notice goes to a queue that does not exist
+    assert queues.list_urls(SETTINGS.response_queue_prefix) == []
+    assert json.loads(store.objects[result_key(task_id)])["result"] == "done"
+
+
+def test_the_first_wait_creates_the_queue_and_reads_earlier_tasks_from_s3(
+    store: MemoryObjectStore, queues: MemoryQueueService
+) -> None:
+    """A task that ended before its sender had a queue is read from S3 at once: its
+    notice went nowhere, and the S3 safety net would come only after a long poll."""
+    settings = dataclasses.replace(SETTINGS, wait_seconds=20)
+    app = create_app(
+        settings, services=Services(settings, store=lambda: store, queues=lambda: queues)
+    )
+    early = sent(app, waiting=False)
+    finish(app, early, "early")
+    assert app.AsyncResult(early).get(timeout=3) == "early"
+    assert queues.list_urls(settings.response_queue_prefix) == [app.services.mailbox.url]
+    # Sent before the queue existed, ended after: its notice comes (pushed, S3 not read).
+    app.services.mailbox.close()  # a new process, in effect: no queue again
+    late = sent(app, waiting=False)
+    app.services.mailbox.open()
+    finish(app, late, "late")
+    store.objects.pop(result_key(late))
+    assert app.AsyncResult(late).get(timeout=3) == "late"
 
 
 def test_reply_to_is_the_response_queue(app: CloudworkerCelery) -> None:

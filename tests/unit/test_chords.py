@@ -306,6 +306,7 @@ def test_a_body_failed_unrun_is_pushed_to_its_caller(memory_app: CloudworkerCele
     body = memory_app.signature("tests.total")
     body.options["reply_to"] = backend.reply_address()
     body_id = body.freeze().id
+    mailbox.open()  # the queue a waiting client has
     mailbox.expect(body_id)
     group_id = str(uuid.uuid4())
     join = ChordJoin(backend)

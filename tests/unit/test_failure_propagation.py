@@ -93,6 +93,7 @@ def test_a_caller_raises_the_parents_failure_whose_notice_has_not_come(
     backend = backend_of(memory_app)
     mailbox = memory_app.services.mailbox
     parent_id, body_id = str(uuid.uuid4()), str(uuid.uuid4())
+    mailbox.open()  # the queue a waiting client has
     mailbox.expect(parent_id)
     mailbox.expect(body_id)
     # The parent's result is in S3 but its notice is held; the body's notice comes.

@@ -295,6 +295,7 @@ def test_a_refusal_before_the_pool_gives_the_slot_back_and_dead_letters_it(
         on_reject=lambda _log, _errors, requeue: message.reject(requeue=requeue),  # type: ignore[no-untyped-call]
     )
     pool = SimpleNamespace(apply_async=lambda *a, **k: pytest.fail("the pool ran it"))
+    app.services.mailbox.open()  # the queue a waiting client has
     app.services.mailbox.expect(task_id)
     with pytest.raises(TaskRevokedError):  # the one error after which Celery gives it back
         request.execute_using_pool(pool)

@@ -121,6 +121,7 @@ def two_expected(queues: WatchedQueues) -> tuple[Mailbox, str, str, str]:
     """A mailbox expecting two tasks, their ids and the queue's URL."""
     mailbox = Mailbox(lambda: queues, SETTINGS)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    mailbox.open()  # the queue a waiting client has
     mailbox.expect(first)
     mailbox.expect(second)
     url = mailbox.url

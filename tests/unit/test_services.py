@@ -21,6 +21,7 @@ def test_a_forked_child_gets_its_own_mailbox_and_never_deletes_the_parents() -> 
 
     services = Services(SETTINGS, store=MemoryObjectStore, queues=queues)
     parent_mailbox = services.mailbox
+    parent_mailbox.open()  # the queue a waiting client has
     parent_mailbox.expect("task-1")
     assert parent_mailbox.url is not None
     read, write = os.pipe()

@@ -93,6 +93,7 @@ def state(task_id: str, name: str, **extra: Any) -> str:
 def test_the_mailbox_keeps_the_latest_state_and_never_replaces_the_end() -> None:
     queues = MemoryQueueService()
     mailbox = Mailbox(lambda: queues, Settings())
+    mailbox.open()  # the queue a waiting client has
     mailbox.expect("t1")
     url = mailbox.url
     assert url is not None
