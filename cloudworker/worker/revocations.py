@@ -295,6 +295,18 @@ class _Node(pidbox.Node):
                 return None
         return super().handle_message(body, message)  # type: ignore[no-untyped-call]
 
+    def reply(self, data: Any, exchange: Any, routing_key: Any, ticket: Any, **kwargs: Any) -> None:
+        """kombu's, with a reply the endpoint refuses costing only that reply.
+
+        The command has run; a refused ``SendMessage`` of its reply (the caller's
+        receiver queue gone, an endpoint fault) made Celery log the command as
+        failed, with a traceback. The caller times out waiting, as for a reply lost.
+        """
+        try:
+            super().reply(data, exchange, routing_key, ticket, **kwargs)  # type: ignore[no-untyped-call]
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not send the reply to a control command: %s", exc)
+
 
 def _first_ref(value: Any) -> PayloadRef | None:
     if isinstance(value, PayloadRef):
