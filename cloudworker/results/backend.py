@@ -81,6 +81,8 @@ _HELD: ContextVar[tuple[str, list[tuple[Any, ...]]] | None] = ContextVar(
 _CHECKING_PARENTS: ContextVar[bool] = ContextVar("cloudworker_checking_parents", default=False)
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
+#: Seconds after its creation by which a response queue is known to every worker.
+_NEW_QUEUE_SETTLES = 1.0
 #: The field of a result record written by the task's own run (see _put_and_notify).
 OWN_RUN = "own_run"
 #: Conditional writes tried when a run's result replaces one its run did not write.
@@ -192,11 +194,15 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         mailbox = self.services.mailbox
         wait = self.services.settings.wait_seconds
         next_check = time.monotonic() + wait
+        # The S3 reads (seconds after the first wait) of a task sent before this process
+        # had a queue: its notice may have gone nowhere. Once the queue exists, S3 has
+        # every result whose notice was lost; once more a second later, since a queue
+        # just created may be unknown to a worker's GetQueueUrl for about that long.
+        early = [0.0, _NEW_QUEUE_SETTLES] if mailbox.sent_early(task_id) else []
         mailbox.open()
-        if mailbox.sent_early(task_id):
-            # Sent before this process had a queue: its notice may have gone nowhere.
-            # Read once the queue exists, S3 has every result whose notice was lost.
-            next_check = time.monotonic()
+        opened = time.monotonic()
+        if early:
+            next_check = opened + early.pop(0)
         # The last state notice passed to on_message ("" for none; None: not watching).
         seen: str | None = "" if on_message is not None else None
         while True:
@@ -207,7 +213,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
                 # No notice for a whole long poll: look in S3, in case the notice was
                 # lost (the worker could not send it). This is the only S3 read for
                 # our own tasks; it is per task, so a busy mailbox does not hide it.
-                next_check = time.monotonic() + wait
+                next_check = opened + early.pop(0) if early else time.monotonic() + wait
                 meta = self._read_store(task_id)
                 if meta["status"] in states.READY_STATES:
                     return meta
