@@ -432,8 +432,18 @@ def _long_ints_replaced(value: Any, replace: Callable[[int], Any], depth: int = 
 _CONTAINERS = (PayloadRef, list, tuple, dict)
 
 
+_installed: Codec | None = None
+
+
+def installed() -> Codec | None:
+    """The codec :func:`install` made kombu's ``json`` serializer last, if any."""
+    return _installed
+
+
 def install(codec: Codec) -> None:
     """Make ``codec`` kombu's ``json`` serializer in this process."""
+    global _installed  # kombu's registry is process-wide; this mirrors it
+    _installed = codec
     serialization.registry.register(  # type: ignore[no-untyped-call]
         "json",
         codec.dumps,

@@ -223,7 +223,7 @@ RAW_ROWS: dict[str, tuple[Raw, Expect]] = {
     ),
     "reply_to not text": (
         Raw(properties={"reply_to": ["a", "list"]}),
-        Expect(dead_letter="reply_to must be text"),
+        Expect(dead_letter="reply_to must be str"),
     ),
     "unknown body encoding": (
         Raw(properties={"body_encoding": "rot13"}),

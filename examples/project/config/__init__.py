@@ -1,0 +1,1 @@
+"""The project's own ``config`` package, as a Django project has one (cookiecutter-django)."""
