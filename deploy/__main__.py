@@ -1,6 +1,6 @@
 """``python -m deploy``: run the local stack or the provisioning step.
 
-python -m deploy local up [--workers N] [--concurrency N]
+python -m deploy local up [--workers N] [--concurrency N] [--app MODULE]
 python -m deploy local down
 python -m deploy local running      # exit 0 if the local endpoint is running
 python -m deploy provision          # against the endpoint/credentials of the environment
@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument("action", choices=["up", "down", "running"])
     local_parser.add_argument("--workers", type=int, default=1)
     local_parser.add_argument("--concurrency", type=int, default=2)
+    local_parser.add_argument(
+        "--app",
+        default=None,
+        help="module of your own Celery app the workers run (celery -A MODULE), "
+        "from the current directory (default: the reference app, tasks)",
+    )
     commands.add_parser("provision", help="create or update the queues and the bucket")
     aws_cli.add_parser(commands)
     args = parser.parse_args(argv)
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.action == "up":
-        env = local.up(workers=args.workers, concurrency=args.concurrency)
+        env = local.up(workers=args.workers, concurrency=args.concurrency, app=args.app)
         print(
             f"local stack up: endpoint {env['AWS_ENDPOINT_URL']} ({env[ENDPOINT_VARIABLE]}), "
             f"bucket {env['CLOUDWORKER_BUCKET']}, Flower {env['CLOUDWORKER_FLOWER_URL']} "

@@ -129,11 +129,14 @@ def up(
     concurrency: int = 2,
     flower: bool = True,
     endpoint: str | None = None,
+    app: str | None = None,
 ) -> dict[str, str]:
     """Start what is not running; return the stack's environment.
 
     ``endpoint``: the AWS endpoint the workers and Flower started now use instead
     of the stack's own (a proxy in front of it, to count or disturb their requests).
+    ``app``: the module of a user's Celery app the workers run (``celery -A app``),
+    from the current directory, instead of this repository's reference app.
     """
     stack = stack or default_stack()
     stack.run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,10 @@ def up(
         env.update(_flower_settings(previous))
     _write_env(stack, env)
     process_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    worker_env, worker_dir = process_env, ROOT
+    if app is not None:  # the user's project, from where they are, with none of ours
+        worker_dir = Path.cwd()
+        worker_env = {**process_env, "PYTHONPATH": str(worker_dir)}
     if endpoint is not None:
         process_env["AWS_ENDPOINT_URL"] = endpoint
     names = [f"worker{index}" for index in range(1, workers + 1)] + (["flower"] if flower else [])
@@ -177,7 +184,8 @@ def up(
             _wait_for_new_event_receiver(env, receivers, stack)
         else:
             offset = log_size(stack, name)
-            start_process(stack, name, worker_command(name, concurrency), process_env)
+            command = worker_command(name, concurrency, app or REFERENCE_APP)
+            start_process(stack, name, command, worker_env, cwd=worker_dir)
             starting.append((name, offset))
     for name, offset in starting:
         # Ready: consuming tasks and answering remote control (`celery inspect ping`).
@@ -208,10 +216,14 @@ def _flower_settings(previous: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def worker_command(name: str, concurrency: int) -> list[str]:
+#: The app the local workers run unless told another (``--app``).
+REFERENCE_APP = "tasks"
+
+
+def worker_command(name: str, concurrency: int, app: str = REFERENCE_APP) -> list[str]:
     """The command line of a local worker."""
     return [
-        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        sys.executable, "-m", "celery", "-A", app, "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
     ]  # fmt: skip
 
@@ -230,12 +242,14 @@ def down(stack: Stack | None = None) -> list[str]:
     return ordered
 
 
-def start_process(stack: Stack, name: str, command: list[str], env: Mapping[str, str]) -> None:
+def start_process(
+    stack: Stack, name: str, command: list[str], env: Mapping[str, str], *, cwd: Path = ROOT
+) -> None:
     """Start ``command`` as process ``name`` of the stack: own session, log and pid file."""
     with stack.log_file(name).open("ab") as log:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
