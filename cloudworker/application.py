@@ -72,6 +72,7 @@ class CloudworkerApp:
 
     services: Services
     backend: Any  # Celery's, beside this class in the adopted app's
+    conf: Any
 
     @property
     def thread_oid(self) -> str:
@@ -149,7 +150,7 @@ class CloudworkerApp:
             return self._saferepr(codec.loggable(args), codec.loggable(kwargs))
 
     def _saferepr(self, args: Any, kwargs: Any) -> dict[str, str]:
-        levels = self.conf.task_repr_maxlevels  # type: ignore[attr-defined]
+        levels = self.conf.task_repr_maxlevels
         amqp = self.amqp  # type: ignore[attr-defined]
         return {
             "argsrepr": saferepr(args, amqp.argsrepr_maxsize, maxlevels=levels),
