@@ -272,11 +272,18 @@ def adopt(
         app.steps["consumer"].add(step)
     for step in (Reaper, StoredRevocations, ShutdownGrace):
         app.steps["worker"].add(step)
-    # Tasks registered before adoption (shared_task, Celery's own) become cloudworker's too.
-    for task in list(app._tasks.values()):
-        upgrade_task(task)
+    # Tasks made before adoption (shared_task, Celery's own, a task decorated before the
+    # configuration was read: its promise calls Celery's _task_from_fun, bound before)
+    # become cloudworker's too: now, and once the app's pending tasks are made.
+    _upgrade_tasks(app)
+    app.on_after_finalize.connect(_upgrade_tasks, sender=app, weak=False)
     log.debug("adopted Celery app %s", app.main)
     return app
+
+
+def _upgrade_tasks(sender: Celery, **_: Any) -> None:
+    for task in list(sender._tasks.values()):
+        upgrade_task(task)
 
 
 #: Celery settings cloudworker gives its own default, where the user set none

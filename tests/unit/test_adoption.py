@@ -79,7 +79,7 @@ def test_every_task_gets_cloudworkers_task_class_whatever_its_base() -> None:
 
     app = plain_app()
 
-    @app.task(base=Audited)  # type: ignore[untyped-decorator]
+    @app.task(base=Audited, shared=False)  # type: ignore[untyped-decorator]
     def audited(x: int) -> int:
         return x
 
@@ -106,7 +106,7 @@ def test_a_base_with_its_own_request_is_refused_when_its_task_is_registered() ->
     app.finalize()
     with pytest.raises(ImproperlyConfigured, match="sets its own Request"):
 
-        @app.task(base=OwnRequest, lazy=False)  # type: ignore[untyped-decorator]
+        @app.task(base=OwnRequest, lazy=False, shared=False)  # type: ignore[untyped-decorator]
         def refused() -> None:
             pass
 
