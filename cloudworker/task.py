@@ -57,8 +57,8 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     #: The worker checks each message before Celery's own strategy (worker/admission.py).
     Strategy = "cloudworker.worker.admission:strategy"
     #: A success's message is deleted by the pool process once its result is stored
-    #: (cloudworker/results/finishing.py).
-    Request = "cloudworker.results.finishing:Request"
+    #: (cloudworker/results/finishing.py, cloudworker/worker/request.py).
+    Request = "cloudworker.worker.request:Request"
     #: The task's own check of its bound arguments (name -> value), which raises
     #: :class:`InvalidInput`; values may still be :class:`PayloadRef` on the worker's
     #: edge. Given as ``@app.task(argument_check=staticmethod(check))``.

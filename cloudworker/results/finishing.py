@@ -8,8 +8,8 @@ record (the notice goes beside it, as before, :mod:`cloudworker.results.backend`
 then deletes the task's message from SQS. The rule stands that a task is
 acknowledged only once its result is durable: the worker's main process, told
 that the task succeeded, takes the message out of its prefetch window without
-deleting it (:class:`Request`, and the transport's ``basic_ack``), and the
-deletion comes from the pool process once the PUT is done. Deletions, and
+deleting it (:class:`~cloudworker.worker.request.Request`, and the transport's
+``basic_ack``), and the deletion comes from the pool process once the PUT is done. Deletions, and
 notices to the same response queue, that are ready together share a batch
 request (:class:`~cloudworker.outbox.Outbox`).
 
@@ -50,18 +50,14 @@ from typing import TYPE_CHECKING, Any
 from celery import signals
 from celery import states as celery_states
 from celery.app.task import get_actual_ignore_result
-from celery.exceptions import TaskRevokedError
-from celery.worker.request import Request as CeleryRequest
 
-from cloudworker.errors import InvalidMessage
 from cloudworker.outbox import Outbox
-from cloudworker.queues import DELETED_ELSEWHERE, REASON_KEY, QueueService
-from cloudworker.worker.admission import answer
+from cloudworker.queues import QueueService
 
 if TYPE_CHECKING:
     from cloudworker.settings import Settings
 
-__all__ = ["Request", "ResultFinisher", "finished_in_background"]
+__all__ = ["ResultFinisher", "finished_in_background"]
 
 log = logging.getLogger(__name__)
 
@@ -174,71 +170,6 @@ class ResultFinisher:
 
     def _delete_many(self, url: str, receipts: Sequence[str]) -> None:
         self._queues().delete_messages(url, receipts)
-
-
-class Request(CeleryRequest):  # type: ignore[misc]
-    """The worker's request, which leaves a background success's ack to the pool process.
-
-    Celery makes a subclass of this per task (``create_request_cls``) whose
-    ``on_success`` acknowledges; :meth:`__init_subclass__` wraps it to note that
-    the task succeeded, so that :meth:`acknowledge` knows the message is to be
-    deleted by the pool process, not here.
-    """
-
-    _succeeded = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        on_success = cls.__dict__.get("on_success")
-        if on_success is not None:
-            cls.on_success = _noting_success(on_success)
-
-    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
-        """Celery's; a refusal raised before the pool runs the task gives back its slot.
-
-        Celery's worker gives back the pool slot it took for a request only when
-        this raises ``TaskRevokedError`` (``WorkController._process_task``): any
-        other error here (a header Celery's revocation check could not read, say)
-        kept the slot, and once it had kept as many as the pool has processes the
-        worker held every later task for ever. Such a request is refused as a
-        broken message is: its caller gets :class:`~cloudworker.errors.InvalidMessage`
-        with the reason, and the message goes to the dead-letter queue with it.
-        """
-        try:
-            return super().execute_using_pool(pool, **kwargs)
-        except TaskRevokedError:
-            raise
-        except Exception as exc:
-            reason = " ".join(f"refused before it ran: {type(exc).__name__}: {exc}".split())
-            log.warning("task %s[%s] %s", self.task_name, self.id, reason[:500])
-            try:
-                answer(
-                    self.task.backend, self.message, InvalidMessage(reason[:500]), self._settings
-                )
-            except Exception as error:  # noqa: BLE001 - the dead letter still says why
-                log.warning("could not answer the caller of a refused task: %s", error)
-            self.message.delivery_info[REASON_KEY] = reason[:500]
-            self.reject(requeue=False)
-            raise TaskRevokedError(self.id) from exc
-
-    @property
-    def _settings(self) -> Settings:
-        settings: Settings = self.task.app.services.settings
-        return settings
-
-    def acknowledge(self) -> None:
-        settings = self.task.app.services.settings
-        if self._succeeded and finished_in_background(self.task, self, settings) is not None:
-            self.message.delivery_info[DELETED_ELSEWHERE] = True
-        super().acknowledge()
-
-
-def _noting_success(on_success: Callable[..., Any]) -> Callable[..., Any]:
-    def noted(self: Request, failed__retval__runtime: Any, **kwargs: Any) -> Any:
-        self._succeeded = not failed__retval__runtime[0]
-        return on_success(self, failed__retval__runtime, **kwargs)
-
-    return noted
 
 
 def _on_postrun(sender: Any = None, task_id: str = "", state: str = "", **kwargs: Any) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from deploy.provision import provision
 from tests.integration.conftest import LocalStack
+from tests.support.wheel import build_wheel
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +43,10 @@ def _pytest_pin() -> str:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the wheel built from this checkout, its dependencies and pytest."""
     where = tmp_path_factory.mktemp("example")
-    wheels = where / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    # pip wheel leaves setuptools' build/ in the checkout (ignored by git).
+    wheel = build_wheel(where)
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    wheel = next(wheels.glob("cloudworker-*.whl"))
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          str(wheel), _pytest_pin()],

@@ -23,6 +23,7 @@ from cloudworker.results.backend import result_key
 from cloudworker.results.finishing import ResultFinisher, finished_in_background
 from cloudworker.services import Services
 from cloudworker.settings import Settings
+from cloudworker.worker import request as worker_request
 
 SETTINGS = Settings(inline_max_bytes=2000, wait_seconds=1)
 URL = "https://sqs.example/123/cloudworker-tasks"
@@ -288,7 +289,7 @@ def test_a_refusal_before_the_pool_gives_the_slot_back_and_dead_letters_it(
         headers={"task": "t.add", "id": task_id, "stamped_headers": [[1]], "stamps": {}},
         channel=channel,
     )
-    request = finishing.Request(
+    request = worker_request.Request(
         message,
         app=app,
         task=app.tasks["t.add"],

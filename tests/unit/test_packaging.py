@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email.parser
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.wheel import build_wheel
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Names a user's project may well have (cookiecutter-django's config/, a tasks.py).
 REPOSITORY_NAMES = ("tasks", "config", "client", "deploy", "bench", "tests")
@@ -28,20 +29,7 @@ REPOSITORY_NAMES = ("tasks", "config", "client", "deploy", "bench", "tests")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = tmp_path_factory.mktemp("source")
-    shutil.copy(ROOT / "pyproject.toml", source)
-    shutil.copy(ROOT / "README.md", source)
-    shutil.copytree(
-        ROOT / "cloudworker", source / "cloudworker", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "-w", str(out), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    (built,) = out.glob("cloudworker-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
