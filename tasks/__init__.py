@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "compute_stats", "grayscale_image"):
         with _lock:
             if not _made:
-                from cloudworker.application import create_app
+                from cloudworker import create_app
                 from tasks.definitions import register
 
                 app = create_app()

@@ -16,9 +16,7 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
 
-from cloudworker.codec import PayloadRef
-from cloudworker.errors import InvalidImage, InvalidInput, InvalidNumbers
-from cloudworker.settings import Settings
+from cloudworker import InvalidImage, InvalidInput, InvalidNumbers, PayloadRef, Settings
 from tasks import inbox
 from tasks.compute import imaging, stats
 

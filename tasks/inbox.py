@@ -7,7 +7,7 @@ reads those events and turns each new object into an ordinary
 ``tasks.process_inbox_object`` task on the task queue, so the work itself runs
 in the pool with the same at-least-once delivery as any task. The event is
 acknowledged once the task is queued. With tracing on, each object is the root
-of a trace of its own (:func:`cloudworker.tracing.inbox_span`), its task a part of it.
+of a trace of its own (:func:`cloudworker.inbox_span`), its task a part of it.
 
 :func:`process_object` writes ``outbox/<name>`` for an image, or
 ``outbox/<name>.error.json`` with the reason for one that cannot be processed,
@@ -35,10 +35,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from cloudworker import tracing
-from cloudworker.errors import InvalidInput, LimitExceeded
-from cloudworker.objectstore import ObjectStore
-from cloudworker.settings import Settings
+from cloudworker import InvalidInput, LimitExceeded, ObjectStore, Settings, inbox_span
 from tasks.compute import imaging
 
 __all__ = ["ERROR_SUFFIX", "InboxConsumer", "check_inbox_key", "created_keys", "process_object"]
@@ -173,7 +170,7 @@ class InboxConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
     def _on_event(self, message: Message) -> None:
         settings = self._settings
         for key in created_keys(message.body, settings.inbox_prefix, base=settings.s3_prefix):
-            with tracing.inbox_span(self._settings, key):
+            with inbox_span(self._settings, key):
                 self._app.send_task(PROCESS_TASK, args=[key], ignore_result=True)
             log.info("inbox: queued %s", key)
         message.ack()  # type: ignore[no-untyped-call]

@@ -82,7 +82,7 @@ from typing import Any, Final
 
 from PIL import Image, ImageChops, ImageFile, ImageOps, UnidentifiedImageError
 
-from cloudworker.errors import InvalidImage, InvalidInput, LimitExceeded
+from cloudworker import InvalidImage, InvalidInput, LimitExceeded
 
 __all__ = [
     "INPUT_EXTENSIONS",

@@ -37,7 +37,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from cloudworker.errors import InvalidNumbers, LimitExceeded
+from cloudworker import InvalidNumbers, LimitExceeded
 
 __all__ = ["check_integers", "compute_stats"]
 

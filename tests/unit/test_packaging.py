@@ -10,6 +10,7 @@ in a project with its own ``config`` package and ``tasks`` module, is built on i
 
 from __future__ import annotations
 
+import ast
 import email.parser
 import os
 import subprocess
@@ -190,3 +191,24 @@ def test_a_django_style_project_adopts_its_own_celery_app_by_the_scheme(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "cloudworker.results.backend True"
+
+
+def test_the_reference_app_is_written_on_the_public_api_alone() -> None:
+    """tasks/ imports ``cloudworker`` only, as a user's project does (tasks/errors.py
+    re-exports the error tree under its old name, for results stored before the move)."""
+    private = []
+    for path in sorted((ROOT / "tasks").rglob("*.py")):
+        if path.name == "errors.py" and path.parent.name == "tasks":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            private += [
+                f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("cloudworker.")
+            ]
+    assert private == []
