@@ -35,6 +35,7 @@ import uuid
 from cloudworker.errors import InvalidMessage
 
 __all__ = [
+    "BEAT",
     "CHORDS",
     "CONTROL_PAYLOADS",
     "GROUPS",
@@ -43,6 +44,7 @@ __all__ = [
     "REVOKED",
     "REVOKED_IDS",
     "REVOKED_STAMPED",
+    "beat_lease_key",
     "check_task_id",
     "chord_prefix",
     "control_payload_dir",
@@ -69,6 +71,8 @@ GROUPS = "groups/"
 CHORDS = "chords/"
 #: Prefix of every stored revocation: ids under ``ids/``, stamped headers under ``stamped/``.
 REVOKED = "revoked/"
+#: Prefix of celery beat's leader leases (cloudworker/beat.py).
+BEAT = "beat/"
 REVOKED_IDS = f"{REVOKED}ids/"
 REVOKED_STAMPED = f"{REVOKED}stamped/"
 
@@ -133,6 +137,11 @@ def control_payload_dir(key: str) -> str | None:
 def result_payload_prefix(task_id: str) -> str:
     """Where the large ``bytes`` of a task's result go."""
     return f"{RESULTS}{task_id}/"
+
+
+def beat_lease_key(name: str) -> str:
+    """The S3 key of the leader lease of the beat processes of app ``name``."""
+    return f"{BEAT}{re.sub(r'[^A-Za-z0-9_.-]', '_', name)[:200] or 'beat'}.lease.json"
 
 
 def revoked_id_key(task_id: str) -> str:
