@@ -313,6 +313,8 @@ DEFAULTS: dict[str, Any] = {
     # not by a periodic cleanup task.
     "result_expires": None,
     "worker_consumer": "cloudworker.worker.consumer:Consumer",
+    # Several beat processes at once send each tick once: a leader lease in S3.
+    "beat_scheduler": "cloudworker.beat:Scheduler",
 }
 
 
@@ -349,6 +351,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         "receiver_max_age": settings.response_queue_max_age,
         # Receiver queues are encrypted with the key every queue cloudworker makes gets.
         "kms_key": settings.kms_key,
+        # Task queues created on first use, with their dead-letter queues (cloudworker/sqs/).
+        "create_queues": settings.create_queues,
         # kombu's own boto3 client (publish, acknowledge): bounded waits, and
         # botocore's standard retries with backoff for throttling and 5xx.
         "client-config": {

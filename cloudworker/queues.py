@@ -14,6 +14,7 @@ the error codes of a queue that does not exist, and SQS's batches of ten.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -32,6 +33,7 @@ __all__ = [
     "CREATED_TAG",
     "DELETED_ELSEWHERE",
     "GONE_CODES",
+    "MAX_RECEIVE_COUNT",
     "PURGE_IN_PROGRESS_CODES",
     "REASON_ATTRIBUTE",
     "REASON_KEY",
@@ -45,11 +47,19 @@ __all__ = [
     "SQSQueueService",
     "batches",
     "body_batches",
+    "create_task_queue",
+    "dead_letter_name",
     "is_gone",
     "is_purge_in_progress",
     "name_of",
     "receipt_entries",
+    "task_queue_attributes",
 ]
+
+#: Receives of a task message before SQS moves it to its queue's dead-letter queue.
+MAX_RECEIVE_COUNT = 5
+#: Seconds a dead letter is kept (SQS's longest: 14 days).
+DEAD_LETTER_RETENTION = 1_209_600
 
 #: Tag of a queue one process owns: when it was created (epoch seconds).
 CREATED_TAG = "cloudworker:created"
@@ -410,3 +420,58 @@ class MemoryQueueService(QueueService):
 
     def tag(self, url: str, tags: Mapping[str, str]) -> None:
         self._get(url).tags.update(tags)
+
+
+# -- task queues ---------------------------------------------------------------------------
+
+
+def dead_letter_name(name: str) -> str:
+    """The dead-letter queue of task queue ``name``: ``<name>-dlq``, or ``<base>-dlq.fifo``."""
+    if name.endswith(".fifo"):
+        return f"{name.removesuffix('.fifo')}-dlq.fifo"
+    return f"{name}-dlq"
+
+
+def task_queue_attributes(
+    *, visibility_timeout: int, wait_seconds: int, dead_letter_arn: str, fifo: bool = False
+) -> dict[str, str]:
+    """The attributes of a task queue, whoever creates it (provisioning, or its first use)."""
+    redrive = {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    return {
+        "VisibilityTimeout": str(visibility_timeout),
+        "ReceiveMessageWaitTimeSeconds": str(wait_seconds),
+        "RedrivePolicy": json.dumps(redrive),
+        **({"FifoQueue": "true"} if fifo else {}),
+    }
+
+
+def create_task_queue(
+    sqs: Any, name: str, *, visibility_timeout: int, wait_seconds: int, kms_key: str = ""
+) -> str:
+    """Create task queue ``name`` with its dead-letter queue and redrive policy; its URL.
+
+    A FIFO queue (``.fifo``) gets a FIFO dead-letter queue, as SQS requires.
+    Idempotent, as SQS's CreateQueue is for the same attributes (two processes
+    creating it at once).
+    """
+    fifo = name.endswith(".fifo")
+    encryption = {"KmsMasterKeyId": kms_key} if kms_key else {}
+    dead_letters = sqs.create_queue(
+        QueueName=dead_letter_name(name),
+        Attributes={
+            "MessageRetentionPeriod": str(DEAD_LETTER_RETENTION),
+            **({"FifoQueue": "true"} if fifo else {}),
+            **encryption,
+        },
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    attributes = task_queue_attributes(
+        visibility_timeout=visibility_timeout,
+        wait_seconds=wait_seconds,
+        dead_letter_arn=arn,
+        fifo=fifo,
+    )
+    url: str = sqs.create_queue(QueueName=name, Attributes={**attributes, **encryption})["QueueUrl"]
+    return url

@@ -49,6 +49,9 @@ class Settings:
     #: and every queue it creates (task, dead-letter, response, receiver queues). Empty:
     #: the bucket's default encryption and SQS's own (SSE-SQS).
     kms_key: str = ""
+    #: A queue the app routes to or consumes that does not exist is created on first use,
+    #: with its dead-letter queue; off: it must be provisioned (no ``sqs:CreateQueue``).
+    create_queues: bool = True
     #: Seconds a received task stays invisible to other workers.
     visibility_timeout: int = 300
     #: Long-poll wait of every SQS receive, in seconds (1-20).
@@ -98,6 +101,9 @@ class Settings:
     event_heartbeat: float = 30.0
     #: Instrument Celery with OpenTelemetry when opentelemetry-instrumentation-celery is installed.
     tracing: bool = True
+    #: Seconds a celery beat process's leadership lasts unless renewed (cloudworker/beat.py):
+    #: after its leader stops, another beat process takes over within about this long.
+    beat_lease: float = 30.0
     #: Seconds a stopping worker (SIGTERM) lets running tasks finish before it hands
     #: them back; within systemd's TimeoutStopSec (600 s, deploy/systemd/).
     shutdown_grace: float = 540.0
@@ -180,6 +186,8 @@ class Settings:
                 f"{PREFIX}S3_PREFIX must be empty or end with '/' (and not start with one), "
                 f"not {self.s3_prefix!r}"
             )
+        if not 3 <= self.beat_lease <= 3600:
+            raise SettingsError(f"{PREFIX}BEAT_LEASE must be 3 to 3600 seconds")
         if self.event_heartbeat < 1:
             raise SettingsError(f"{PREFIX}EVENT_HEARTBEAT must be at least 1 second")
         for name in (

@@ -44,7 +44,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cloudworker import keys
-from cloudworker.queues import is_gone
+from cloudworker.queues import is_gone, task_queue_attributes
 from cloudworker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,6 @@ INBOX_NOTIFICATION = "cloudworker-inbox"
 #: The Sid of cloudworker's statement in the inbox queue's policy.
 INBOX_STATEMENT = "S3InboxEvents"
 
-#: Receives before a task message is moved to the dead-letter queue.
-MAX_RECEIVE_COUNT = 5
 #: Days an unconsumed claim-check payload is kept.
 PAYLOAD_EXPIRY_DAYS = 1
 #: Days a stored revocation is kept: it is in force for Celery's REVOKE_EXPIRES (3 h),
@@ -105,19 +103,13 @@ def provision(settings: Settings, *, sqs: Any, s3: Any, kms: Any = None) -> Prov
     dlq_url = _ensure_queue(
         sqs, settings, settings.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"}
     )
-    redrive = json.dumps(
-        {"deadLetterTargetArn": _arn_of(sqs, dlq_url), "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    attributes = task_queue_attributes(
+        visibility_timeout=settings.visibility_timeout,
+        wait_seconds=settings.wait_seconds,
+        dead_letter_arn=_arn_of(sqs, dlq_url),
     )
-    task_url = _ensure_queue(
-        sqs,
-        settings,
-        settings.task_queue_name,
-        {
-            "VisibilityTimeout": str(settings.visibility_timeout),
-            "ReceiveMessageWaitTimeSeconds": str(settings.wait_seconds),
-            "RedrivePolicy": redrive,
-        },
-    )
+    redrive = attributes["RedrivePolicy"]
+    task_url = _ensure_queue(sqs, settings, settings.task_queue_name, attributes)
     inbox_url = _ensure_inbox(sqs, s3, settings, redrive, notifications)
     return Provisioned(settings.bucket, task_url, dlq_url, inbox_url)
 

@@ -7,9 +7,11 @@ not by patching kombu. What it changes:
   message twice by default (the body, then the whole envelope: about x1.78);
   JSON needs neither layer, so an inline payload can be almost twice as large.
   The receive path still reads base64 messages from other producers.
-* Queues are never created as a side effect of the first message: they belong
-  to the provisioning step (``python -m deploy provision``). Using a queue that
-  does not exist is a clear :class:`QueueNotProvisioned` error.
+* A queue the app routes to or consumes that does not exist is created on first
+  use, as kombu does, but with its dead-letter queue and redrive policy (and
+  encrypted with ``CLOUDWORKER_KMS_KEY``), as provisioning makes them.
+  ``CLOUDWORKER_CREATE_QUEUES=false`` (least-privilege deployments, no
+  ``sqs:CreateQueue``) makes a missing queue a clear :class:`QueueNotProvisioned` error.
 * Inside ``with cloudworker.sqs.batch_sends.batch_sends():`` messages are collected and sent
   with ``SendMessageBatch``, ten per request (see :mod:`cloudworker.sqs.batch_sends`).
 * A worker survives its endpoint failing. kombu 5.7's asynchronous receive turns
@@ -61,6 +63,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -85,6 +88,7 @@ from cloudworker.queues import (
     REASON_KEY,
     SOURCE_ATTRIBUTE,
     batches,
+    create_task_queue,
     is_gone,
     is_purge_in_progress,
     name_of,
@@ -108,6 +112,11 @@ _CONNECT_TIMEOUT = 5
 _REQUEST_MARGIN = 15
 #: The longest delay SQS gives a message.
 MAX_DELAY_SECONDS = 900
+#: The longest SQS hides a received message.
+MAX_VISIBILITY_SECONDS = 43_200
+#: The header that carries a message's group (``MessageGroupId``: a FIFO queue's, or a
+#: fair queue's tenant) with its task, so that every re-send of the task keeps it.
+GROUP_HEADER = "MessageGroupId"
 #: A task due within this many seconds is handed to the worker rather than delayed again.
 _DUE_SLACK = 1.0
 #: Longest wait before acknowledged messages are deleted.
@@ -127,16 +136,27 @@ class Channel(FanoutChannel):
         """No base64 layer on the SQS message body either, unless configured."""
         return bool(self.transport_options.get("sqs_base64_encoding", False))
 
-    # kombu private: it would create any missing queue; here a missing one is an error.
+    # kombu private: it creates a missing queue bare; here it gets its dead-letter queue.
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
         try:
             url: str = self._resolve_queue_url(queue)  # type: ignore[no-untyped-call]
         except DoesNotExistQueueException:
             name = self.canonical_queue_name(queue)
-            raise QueueNotProvisioned(
-                f"SQS queue {name!r} does not exist: run the provisioning step "
-                "(`make up` locally, `python -m deploy provision` or the AWS stack)"
-            ) from None
+            if not self.transport_options.get("create_queues", True):
+                raise QueueNotProvisioned(
+                    f"SQS queue {name!r} does not exist and CLOUDWORKER_CREATE_QUEUES is off: "
+                    "provision it (`python -m deploy provision` with CLOUDWORKER_TASK_QUEUE "
+                    "set to it, or the AWS stack)"
+                ) from None
+            url = create_task_queue(
+                self.sqs(queue=queue),
+                name,
+                visibility_timeout=int(self.visibility_timeout),
+                wait_seconds=int(self.wait_time_seconds),
+                kms_key=str(self.transport_options.get("kms_key") or ""),
+            )
+            log.info("created task queue %s with its dead-letter queue", name)
+            self._queue_cache[name] = url
         return url
 
     # kombu private: lists the prefix's queues when a channel opens, only to cache their URLs.
@@ -172,6 +192,16 @@ class Channel(FanoutChannel):
         try:
             dead_letters = self._dead_letter_url(url)
             if dead_letters is not None:  # without one, the message is deleted, as kombu does
+                fifo = (
+                    {
+                        "MessageGroupId": _group_of(_headers_of(self, message)).get(
+                            "MessageGroupId", "default"
+                        ),
+                        "MessageDeduplicationId": str(message.get("MessageId") or uuid.uuid4()),
+                    }
+                    if dead_letters.endswith(".fifo")
+                    else _group_of(_headers_of(self, message))
+                )
                 client.send_message(
                     QueueUrl=dead_letters,
                     MessageBody=message["Body"],
@@ -179,6 +209,7 @@ class Channel(FanoutChannel):
                         SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": source},
                         REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
                     },
+                    **fifo,
                 )
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         except Exception as exc:  # noqa: BLE001 - SQS's redrive policy still dead-letters it
@@ -377,11 +408,24 @@ class Channel(FanoutChannel):
 
     # -- delays through SQS --------------------------------------------------------------
 
-    # kombu private: publishes; here an eta becomes SQS DelaySeconds.
+    # kombu private: publishes; here an eta becomes SQS DelaySeconds, and a message's
+    # group travels with the task too.
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message.setdefault("properties", {})
-        if "delay_seconds" not in properties and "DelaySeconds" not in properties:
-            delay = seconds_until_due(message.get("headers"))
+        headers = message.get("headers")
+        group = properties.get("MessageGroupId") or (
+            headers.get(GROUP_HEADER) if isinstance(headers, dict) else None
+        )
+        if group is not None:
+            # kombu sends the property; the header keeps it on every re-send: a retry
+            # (Celery copies a task's own headers onto it), a re-delay, a dead letter.
+            properties["MessageGroupId"] = str(group)
+            if isinstance(headers, dict):
+                headers[GROUP_HEADER] = str(group)
+        fifo = self.canonical_queue_name(queue).endswith(".fifo")
+        if not fifo and "delay_seconds" not in properties and "DelaySeconds" not in properties:
+            # (SQS delays no single FIFO message: a worker holds one hidden until due.)
+            delay = seconds_until_due(headers)
             if delay > 0:
                 properties["delay_seconds"] = min(MAX_DELAY_SECONDS, math.ceil(delay))
         try:
@@ -397,15 +441,30 @@ class Channel(FanoutChannel):
             log.info("receiver queue for %s is gone; message dropped", queue)
 
     def _sent_back_delayed(self, queue_url: str, qname: str, message: dict[str, Any]) -> bool:
-        """Send ``message`` back, delayed again, if it is due later; whether it was."""
-        delay = seconds_until_due(_headers_of(self, message))
+        """Send ``message`` back, delayed again, if it is due later; whether it was.
+
+        On a FIFO queue, where SQS delays no single message, it stays received and
+        hidden until it is due (up to 12 hours a time): its message group waits
+        behind it, as FIFO order wants.
+        """
+        headers = _headers_of(self, message)
+        delay = seconds_until_due(headers)
         if delay <= _DUE_SLACK:
             return False
         client = self.sqs(queue=qname)
+        if queue_url.endswith(".fifo"):
+            client.change_message_visibility(
+                QueueUrl=queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=min(MAX_VISIBILITY_SECONDS, math.ceil(delay)),
+            )
+            log.info("task due in %.0f s kept hidden in %s until then", delay, qname)
+            return True
         client.send_message(
             QueueUrl=queue_url,
             MessageBody=message["Body"],
             DelaySeconds=min(MAX_DELAY_SECONDS, math.ceil(delay)),
+            **_group_of(headers),
         )
         client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         log.info("task due in %.0f s sent back to %s, delayed", delay, qname)
@@ -565,6 +624,12 @@ def _headers_of(channel: SQS.Channel, message: dict[str, Any]) -> Any:
     except (ValueError, LimitExceeded, AttributeError, TypeError):
         return None  # what is wrong with it is found, and said, when it is delivered
     return envelope.get("headers") if isinstance(envelope, dict) else None
+
+
+def _group_of(headers: Any) -> dict[str, str]:
+    """``{"MessageGroupId": ...}`` for a task message's group, if it has one."""
+    group = headers.get(GROUP_HEADER) if isinstance(headers, dict) else None
+    return {"MessageGroupId": group} if isinstance(group, str) and group else {}
 
 
 def _receive_count(message: dict[str, Any]) -> int:

@@ -94,3 +94,11 @@ def requeue_once(self: Any, marker: str) -> str:
     if not self.request.delivery_info.get("redelivered"):
         raise Reject("not yet", requeue=True)
     return "second-pass"
+
+
+@app.task(name="tests.retry_in_group", bind=True, max_retries=3)  # type: ignore[untyped-decorator]
+def retry_in_group(self: Any, countdown: float) -> Any:
+    """Retry once after ``countdown`` s, then answer the message group the retry came in."""
+    if self.request.retries == 0:
+        raise self.retry(exc=PlannedFailure("first try"), countdown=countdown)
+    return (self.request.headers or {}).get("MessageGroupId")

@@ -42,6 +42,7 @@ import pytest
 import yaml
 from celery.utils.nodenames import host_format
 
+from cloudworker import queues
 from cloudworker.settings import Settings
 from deploy import local, provision
 from deploy.aws import drain, envfile, render, secret, stack
@@ -512,7 +513,7 @@ def test_queue_names_and_attributes_match_the_settings() -> None:
     for queue in ("TaskQueue", "InboxQueue"):
         assert props[queue]["RedrivePolicy"] == {
             "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
-            "maxReceiveCount": provision.MAX_RECEIVE_COUNT,
+            "maxReceiveCount": queues.MAX_RECEIVE_COUNT,
         }
     assert T["Outputs"]["TaskQueue"]["Value"] == DEFAULTS.task_queue
     assert T["Outputs"]["VisibilityTimeout"]["Value"] == str(DEFAULTS.visibility_timeout)
