@@ -96,6 +96,7 @@ from cloudworker.queues import (
 )
 from cloudworker.sqs.batch_sends import BatchingClient, current_batch
 from cloudworker.sqs.fanout import FanoutChannel
+from cloudworker.sqs.priority_lanes import PriorityLanes
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -112,6 +113,8 @@ _CONNECT_TIMEOUT = 5
 _REQUEST_MARGIN = 15
 #: The longest delay SQS gives a message.
 MAX_DELAY_SECONDS = 900
+#: Between a consumer's tag and a lane's name, in the tag of the lane's consumer.
+_LANE_TAG = "|lane|"
 #: The longest SQS hides a received message.
 MAX_VISIBILITY_SECONDS = 43_200
 #: The header that carries a message's group (``MessageGroupId``: a FIFO queue's, or a
@@ -130,6 +133,36 @@ class Channel(FanoutChannel):
 
     #: No base64 layer on message bodies (kombu's virtual transport default is base64).
     body_encoding: str | None = None  # type: ignore[assignment]
+
+    _priority_lanes: PriorityLanes | None = None
+
+    @property
+    def priority_lanes(self) -> PriorityLanes:
+        """The queues of this channel declared with priorities (sqs/priority_lanes.py)."""
+        if self._priority_lanes is None:
+            self._priority_lanes = PriorityLanes()
+        return self._priority_lanes
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if queue:
+            self.priority_lanes.declare(queue, kwargs.get("arguments"))
+        return super().queue_declare(queue, passive, **kwargs)
+
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """kombu's, and the same for each of the queue's priority lanes, highest first."""
+        for lane in self.priority_lanes.lanes(queue):
+            tag = f"{consumer_tag}{_LANE_TAG}{lane}"
+            super().basic_consume(lane, no_ack, callback, tag)  # type: ignore[no-untyped-call]
+        return super().basic_consume(  # type: ignore[no-untyped-call]
+            queue, no_ack, callback, consumer_tag, *args, **kwargs
+        )
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        for tag in [t for t in self._consumers if t.startswith(f"{consumer_tag}{_LANE_TAG}")]:
+            super().basic_cancel(tag)  # type: ignore[no-untyped-call]
+        return super().basic_cancel(consumer_tag)  # type: ignore[no-untyped-call]
 
     @property
     def sqs_base64_encoding(self) -> bool:
@@ -422,6 +455,7 @@ class Channel(FanoutChannel):
             properties["MessageGroupId"] = str(group)
             if isinstance(headers, dict):
                 headers[GROUP_HEADER] = str(group)
+        queue = self.priority_lanes.lane_of(queue, properties.get("priority"))
         fifo = self.canonical_queue_name(queue).endswith(".fifo")
         if not fifo and "delay_seconds" not in properties and "DelaySeconds" not in properties:
             # (SQS delays no single FIFO message: a worker holds one hidden until due.)

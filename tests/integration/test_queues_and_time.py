@@ -215,3 +215,39 @@ def _sent_times(sqs: Any, name: str) -> list[float]:
         for message in got:
             times[message["MessageId"]] = int(message["Attributes"]["SentTimestamp"]) / 1000
     return list(times.values())
+
+
+BACKLOG = 600
+
+
+def test_a_high_priority_task_waits_behind_the_held_work_not_the_backlog(
+    stack: LocalStack,
+) -> None:
+    """600 priority-0 tasks are queued before any worker runs; a priority-9 task sent
+    once one does is run before most of them (on one queue it would run after all)."""
+    from cloudworker import batch_sends
+
+    queue = f"prio-{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(stack.settings, task_queue=queue)
+    app = create_app(settings)
+    app.conf.task_queue_max_priority = 10
+    with batch_sends():
+        backlog = [app.send_task("tests.nap", (0.02,), priority=0) for _ in range(BACKLOG)]
+    env = {**os.environ, **stack.env, "CLOUDWORKER_TASK_QUEUE": queue, "PYTHONPATH": str(ROOT)}
+    name = f"prio-{queue}"
+    command = local.worker_command(name, 2, "tests.support.priority_app")
+    offset = local.log_size(stack.stack, name)
+    local.start_process(stack.stack, name, command, env)
+    try:
+        local.wait_for_log(stack.stack, name, offset, "ready.")
+        urgent = app.send_task("tests.nap", (0,), priority=9)
+        urgent_done = urgent.get(timeout=TIMEOUT)
+        finished = [result.get(timeout=TIMEOUT * 3) for result in backlog]
+    finally:
+        local.stop_process(stack.stack, name)
+        app.services.mailbox.close()
+    before = sum(1 for done in finished if done < urgent_done)
+    print(f"priority-9 task: {before} of {BACKLOG} priority-0 tasks ran before it")
+    assert before < BACKLOG // 2, f"{before} of {BACKLOG} ran before the priority-9 task"
+    lane = _attributes(stack, f"{settings.queue_prefix}{queue}-p9")
+    assert "RedrivePolicy" in lane  # a lane is a task queue like any other
