@@ -67,6 +67,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from queue import Empty
 from typing import Any
 
 import pycurl
@@ -616,6 +617,35 @@ class Channel(FanoutChannel):
             hub.call_later(self._receive_pause, self._schedule_queue, queue)
             return
         super()._loop1(queue, messages_fetched)
+
+    # kombu private: the receive of the pools without an event loop (solo, threads,
+    # gevent, eventlet). kombu's delivered a batch whole, with none of the steps above;
+    # here it takes the asynchronous path's: each message delivered alone (a bad one
+    # dead-lettered), a task due later delayed again, a failed receive retried after a
+    # backoff, a stopping worker's late receive handed back.
+    def _get_bulk(self, queue: str, max_if_unlimited: int = 10, callback: Any = None) -> None:
+        count = self._get_message_estimate()  # type: ignore[no-untyped-call]
+        if count:
+            qname = self.canonical_queue_name(queue)
+            try:
+                url = self._new_queue(queue)
+                answer = self.sqs(queue=qname).receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=count,
+                    WaitTimeSeconds=self.wait_time_seconds,
+                    AttributeNames=["ApproximateReceiveCount"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:  # noqa: BLE001 - a failed receive: tried again after a backoff
+                log.warning("receiving from %s failed: %s", qname, exc)
+                if _is_missing_queue(exc):
+                    self._queue_cache.pop(qname, None)
+                self._on_messages_ready("", queue, [])  # counts it, and sets the pause
+                time.sleep(self._receive_pause)
+                raise Empty() from None
+            if self._on_messages_ready(url, queue, answer):
+                return
+        raise Empty()
 
     # kombu private: the async client; here with request timeouts (kombu sets none).
     def asynsqs(self, queue: str | None = None) -> Any:
