@@ -629,10 +629,15 @@ class Channel(FanoutChannel):
             qname = self.canonical_queue_name(queue)
             try:
                 url = self._new_queue(queue)
+                # One queue after another here: with several, an empty queue's long poll
+                # would hold up a busy one for the whole wait.
+                several = len(set(self._active_queues)) > 1
                 answer = self.sqs(queue=qname).receive_message(
                     QueueUrl=url,
                     MaxNumberOfMessages=count,
-                    WaitTimeSeconds=self.wait_time_seconds,
+                    WaitTimeSeconds=min(self.wait_time_seconds, 1)
+                    if several
+                    else self.wait_time_seconds,
                     AttributeNames=["ApproximateReceiveCount"],
                     MessageAttributeNames=["All"],
                 )

@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,39 @@ def test_a_pool_without_an_event_loop_takes_the_transports_receive_path(
     finally:
         local.stop_process(stack.stack, name)
         app.services.mailbox.close()
+
+
+def test_autoscale_and_max_tasks_per_child(stack: LocalStack, tmp_path: Path) -> None:
+    """``--autoscale`` and ``worker_max_tasks_per_child``: each task in a pool process of
+    its own (replaced after one task), every task answered."""
+    queue = f"scale-{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(stack.settings, task_queue=queue)
+    app = create_app(settings)
+    env = {
+        **os.environ,
+        **stack.env,
+        "CLOUDWORKER_TASK_QUEUE": queue,
+        "CLOUDWORKER_INBOX_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    name = f"autoscale-{queue}"
+    command = [
+        *local.worker_command(name, 2),
+        "--autoscale=3,1",
+        "--max-tasks-per-child=1",
+        "--include=tests.support.slow_tasks",
+    ]
+    offset = local.log_size(stack.stack, name)
+    local.start_process(stack.stack, name, command, env)
+    markers = [tmp_path / f"run-{n}" for n in range(4)]
+    try:
+        local.wait_for_log(stack.stack, name, offset, "ready.")
+        sent = [app.send_task("tests.slow", (0.2, str(marker))) for marker in markers]
+        assert [result.get(timeout=TIMEOUT) for result in sent] == [0.2] * 4
+        text = stack.stack.log_file(name).read_text()[offset:]
+        assert "Traceback" not in text and "CRITICAL" not in text, text[-3000:]
+    finally:
+        local.stop_process(stack.stack, name)
+        app.services.mailbox.close()
+    pids = [marker.read_text().split()[0] for marker in markers]
+    assert len(set(pids)) == 4, pids  # one pool process per task
