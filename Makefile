@@ -124,6 +124,7 @@ bench: $(DEV_STAMP) $(MINISTACK_STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.payloads
 	$(PY) -m bench.monitoring
+	$(PY) -m bench.priorities
 
 ## 10,000 tasks through two workers with worker kills and endpoint faults; report in bench/SOAK.md.
 soak: $(DEV_STAMP)

@@ -81,8 +81,10 @@ _HELD: ContextVar[tuple[str, list[tuple[Any, ...]]] | None] = ContextVar(
 _CHECKING_PARENTS: ContextVar[bool] = ContextVar("cloudworker_checking_parents", default=False)
 #: Longest pause between two S3 reads while waiting on a task another process sent.
 _MAX_STORE_INTERVAL = 5.0
-#: Seconds after its creation by which a response queue is known to every worker.
-_NEW_QUEUE_SETTLES = 1.0
+#: When (seconds after its queue was made) a task sent before it is read from S3: a
+#: notice that went nowhere may have gone beside a PUT not yet done at the first read,
+#: and a queue just created may be unknown to a worker's GetQueueUrl for about a second.
+_EARLY_READS = (0.0, 0.1, 0.3, 1.0)
 #: The field of a result record written by the task's own run (see _put_and_notify).
 OWN_RUN = "own_run"
 #: Conditional writes tried when a run's result replaces one its run did not write.
@@ -195,10 +197,8 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         wait = self.services.settings.wait_seconds
         next_check = time.monotonic() + wait
         # The S3 reads (seconds after the first wait) of a task sent before this process
-        # had a queue: its notice may have gone nowhere. Once the queue exists, S3 has
-        # every result whose notice was lost; once more a second later, since a queue
-        # just created may be unknown to a worker's GetQueueUrl for about that long.
-        early = [0.0, _NEW_QUEUE_SETTLES] if mailbox.sent_early(task_id) else []
+        # had a queue: its notice may have gone nowhere (_EARLY_READS).
+        early = list(_EARLY_READS) if mailbox.sent_early(task_id) else []
         mailbox.open()
         opened = time.monotonic()
         if early:
