@@ -77,7 +77,7 @@ def measure(mode: str, backlog: int, idle_seconds: float) -> tuple[list[float], 
             app.close()
         return waits, idle_sqs
     finally:
-        pools.reset()  # kombu's producers are shared by URL: the next stack is another
+        pools.reset()  # type: ignore[no-untyped-call]  # kombu's producers: shared by URL
         stop_quickly(stack, ("worker1",))
         local.down(stack)
         os.environ.clear()

@@ -3,8 +3,8 @@
     python -m client stats FILE... [--json] [--timeout SECONDS]
     python -m client grayscale IN... [-o OUT] [--timeout SECONDS]
     python -m client reap [--max-age SECONDS]
-    python -m client dlq list [--limit N] [--json]
-    python -m client dlq redrive [--limit N]
+    python -m client dlq list [--queue NAME] [--limit N] [--json]
+    python -m client dlq redrive [--queue NAME] [--limit N]
 
 With one input, ``stats`` prints the statistics (``--json``: exactly one JSON
 object) and ``grayscale`` writes OUT (default ``output_image.<extension of
@@ -22,6 +22,7 @@ infrastructure fails (no endpoint, a queue not provisioned, a timeout).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -89,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
     dlq_list = dlq_commands.add_parser("list", help="show dead letters (they stay in the queue)")
     dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--queue", help="the task queue (default: CLOUDWORKER_TASK_QUEUE)")
     dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
     redrive = dlq_commands.add_parser("redrive", help="send dead letters back to their queue")
     redrive.add_argument("--limit", type=int, default=None)
+    redrive.add_argument("--queue", help="the task queue (default: CLOUDWORKER_TASK_QUEUE)")
     return parser
 
 
@@ -293,13 +296,16 @@ def _dlq(args: argparse.Namespace) -> int:
     from tasks import app
 
     services = app.services
+    settings = services.settings
+    if args.queue:  # another task queue's dead letters
+        settings = dataclasses.replace(settings, task_queue=args.queue)
     if args.dlq_command == "redrive":
-        done = redrive(services.queues(), services.settings, limit=args.limit)
+        done = redrive(services.queues(), settings, limit=args.limit)
         print(f"sent {done.moved} dead letter(s) back to their queue")
         if done.kept:
             print(f"kept {done.kept} (sent back during this run, or from an unknown queue)")
         return EXIT_OK
-    letters = peek(services.queues(), services.settings, limit=args.limit)
+    letters = peek(services.queues(), settings, limit=args.limit)
     for letter in letters:
         if args.json:
             print(json.dumps(letter.to_json()))
@@ -311,5 +317,5 @@ def _dlq(args: argparse.Namespace) -> int:
                 f"{what}  {letter.preview[:60]}{why}"
             )
     if not args.json:
-        print(f"{len(letters)} dead letter(s) in {services.settings.dead_letter_queue_name}")
+        print(f"{len(letters)} dead letter(s) in {settings.dead_letter_queue_name}")
     return EXIT_OK

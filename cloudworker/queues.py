@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 
 from cloudworker.errors import BatchSendError, QueueGone
+from cloudworker.settings import dead_letter_name
 
 __all__ = [
     "BATCH",
@@ -423,13 +424,6 @@ class MemoryQueueService(QueueService):
 
 
 # -- task queues ---------------------------------------------------------------------------
-
-
-def dead_letter_name(name: str) -> str:
-    """The dead-letter queue of task queue ``name``: ``<name>-dlq``, or ``<base>-dlq.fifo``."""
-    if name.endswith(".fifo"):
-        return f"{name.removesuffix('.fifo')}-dlq.fifo"
-    return f"{name}-dlq"
 
 
 def task_queue_attributes(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["CONF_PREFIX", "Settings", "SettingsError", "load"]
+__all__ = ["CONF_PREFIX", "Settings", "SettingsError", "dead_letter_name", "load"]
 
 PREFIX = "CLOUDWORKER_"
 #: The prefix of cloudworker's settings in a Celery app's configuration.
@@ -116,7 +116,7 @@ class Settings:
     @property
     def dead_letter_queue_name(self) -> str:
         """The SQS name of the task queue's dead-letter queue."""
-        return f"{self.task_queue_name}-dlq"
+        return dead_letter_name(self.task_queue_name)
 
     @property
     def inbox_queue_name(self) -> str:
@@ -226,6 +226,13 @@ def _coerce(name: str, raw: str, kind: type) -> Any:
     except ValueError:
         raise SettingsError(f"{PREFIX}{name.upper()}={raw!r} is not a {kind.__name__}") from None
     return raw
+
+
+def dead_letter_name(name: str) -> str:
+    """The dead-letter queue of task queue ``name``: ``<name>-dlq``, or ``<base>-dlq.fifo``."""
+    if name.endswith(".fifo"):
+        return f"{name.removesuffix('.fifo')}-dlq.fifo"
+    return f"{name}-dlq"
 
 
 def load() -> Settings:

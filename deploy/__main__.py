@@ -3,7 +3,7 @@
 python -m deploy local up [--workers N] [--concurrency N] [--app MODULE]
 python -m deploy local down
 python -m deploy local running      # exit 0 if the local endpoint is running
-python -m deploy provision          # against the endpoint/credentials of the environment
+python -m deploy provision [--queue NAME ...]   # against the environment's endpoint/credentials
 python -m deploy aws up|status|env|down|render   # the stack on AWS (deploy/aws/README.md)
 """
 
@@ -36,7 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         help="module of your own Celery app the workers run (celery -A MODULE), "
         "from the current directory (default: the reference app, tasks)",
     )
-    commands.add_parser("provision", help="create or update the queues and the bucket")
+    provision_parser = commands.add_parser(
+        "provision", help="create or update the queues and the bucket"
+    )
+    provision_parser.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another task queue (without the prefix; NAME.fifo for a FIFO queue), "
+        "with its dead-letter queue; repeat for more",
+    )
     aws_cli.add_parser(commands)
     args = parser.parse_args(argv)
 
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 sqs=aws.client("sqs", settings),
                 s3=aws.client("s3", settings),
                 kms=aws.client("kms", settings),
+                queues=args.queue,
             )
         except ProvisioningConflict as exc:
             print(f"error: {exc}", file=sys.stderr)

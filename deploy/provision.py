@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ from botocore.exceptions import ClientError
 
 from cloudworker import keys
 from cloudworker.queues import is_gone, task_queue_attributes
-from cloudworker.settings import Settings
+from cloudworker.settings import Settings, dead_letter_name
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,13 @@ def rule_id(name: str, settings: Settings) -> str:
     return f"{name}:{settings.s3_prefix}" if settings.s3_prefix else name
 
 
-def provision(settings: Settings, *, sqs: Any, s3: Any, kms: Any = None) -> Provisioned:
+def provision(
+    settings: Settings, *, sqs: Any, s3: Any, kms: Any = None, queues: Sequence[str] = ()
+) -> Provisioned:
     """Create or update the bucket, the task, dead-letter and inbox-events queues.
 
+    ``queues``: more task queues (names without the prefix; ``.fifo`` for FIFO ones),
+    each with its dead-letter queue, as the first use of a missing one makes them.
     Raises :class:`ProvisioningConflict`, having changed nothing, when the bucket
     holds a setting of the user's that cannot coexist with cloudworker's. With a
     ``kms`` client, the KMS keys in play are checked first as well.
@@ -111,7 +116,27 @@ def provision(settings: Settings, *, sqs: Any, s3: Any, kms: Any = None) -> Prov
     redrive = attributes["RedrivePolicy"]
     task_url = _ensure_queue(sqs, settings, settings.task_queue_name, attributes)
     inbox_url = _ensure_inbox(sqs, s3, settings, redrive, notifications)
+    for queue in queues:
+        _ensure_task_queue(sqs, settings, f"{settings.queue_prefix}{queue}")
     return Provisioned(settings.bucket, task_url, dlq_url, inbox_url)
+
+
+def _ensure_task_queue(sqs: Any, settings: Settings, name: str) -> str:
+    """Create or update task queue ``name`` and its dead-letter queue (FIFO ones too)."""
+    fifo = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+    dlq_url = _ensure_queue(
+        sqs,
+        settings,
+        dead_letter_name(name),
+        {"MessageRetentionPeriod": "1209600", **fifo},
+    )
+    attributes = task_queue_attributes(
+        visibility_timeout=settings.visibility_timeout,
+        wait_seconds=settings.wait_seconds,
+        dead_letter_arn=_arn_of(sqs, dlq_url),
+        fifo=bool(fifo),
+    )
+    return _ensure_queue(sqs, settings, name, attributes)
 
 
 def _ensure_inbox(

@@ -204,3 +204,39 @@ def test_a_kms_key_that_cannot_be_used_is_refused_before_anything_changes(
     # Enabled again, it is used.
     kms.enable_key(KeyId=made["KeyId"])
     assert provision(stack, bucket).returncode == 0
+
+
+def test_more_task_queues_are_provisioned_with_their_dead_letter_queues_and_listed_by_the_cli(
+    stack: LocalStack,
+) -> None:
+    """``provision --queue emails --queue orders.fifo``; ``dlq list --queue emails``."""
+    bucket = f"cw-queues-{uuid.uuid4().hex[:8]}"
+    prefix = f"{bucket}-"
+    done = stack.run(
+        "-m", "deploy", "provision", "--queue", "emails", "--queue", "orders.fifo",
+        env={"CLOUDWORKER_BUCKET": bucket, "CLOUDWORKER_QUEUE_PREFIX": prefix},
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sqs = stack.client("sqs")
+
+    def attributes(name: str) -> dict[str, str]:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        found: dict[str, str] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+            "Attributes"
+        ]
+        return found
+
+    for queue, dead_letters in (("emails", "emails-dlq"), ("orders.fifo", "orders-dlq.fifo")):
+        redrive = json.loads(attributes(prefix + queue)["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == attributes(prefix + dead_letters)["QueueArn"]
+    assert attributes(prefix + "orders.fifo")["FifoQueue"] == "true"
+    assert attributes(prefix + "orders-dlq.fifo")["FifoQueue"] == "true"
+    url = sqs.get_queue_url(QueueName=prefix + "emails-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{not a task")
+    listed = stack.run(
+        "-m", "client", "dlq", "list", "--queue", "emails",
+        env={"CLOUDWORKER_BUCKET": bucket, "CLOUDWORKER_QUEUE_PREFIX": prefix},
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert f"1 dead letter(s) in {prefix}emails-dlq" in listed.stdout, listed.stdout
