@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The CLI sends to the deployment's task queue only: a missing one is a misconfiguration
+    # (a wrong prefix, no provisioning), said at once and exit 1, never created and waited on.
+    os.environ.setdefault("CLOUDWORKER_CREATE_QUEUES", "false")
     # Exit through Python on SIGTERM, so the response queue is deleted at exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
     command: Callable[[argparse.Namespace], int] = {

@@ -11,7 +11,9 @@ version they read, so at most one holds an unexpired lease at any time. It is
 renewed before every send, so a process that lost it (paused past its end, say)
 sends nothing more. The other processes keep their schedules in step without
 sending, and one of them takes over within ``CLOUDWORKER_BEAT_LEASE`` seconds of
-the leader's stop, from the tick then due, without a burst of missed ones.
+the leader's stop, without a burst of missed ticks. Its schedule runs at its own
+moments, so the lease also records when each task was last sent, and the new
+leader skips a tick its predecessor already sent.
 
 An adopted app uses it unless its ``beat_scheduler`` is set (README: "Differences
 from Celery"); ``beat_scheduler = "celery.beat:PersistentScheduler"`` gives
@@ -27,6 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import PersistentScheduler
@@ -40,7 +43,12 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """A lease one holder at a time has: an object naming it and when its lease ends."""
+    """A lease one holder at a time has: an object naming it and when its lease ends.
+
+    The object also keeps when each periodic task was last sent, by whichever holder
+    (``recorded``), so that a holder taking over does not send a task its predecessor
+    sent moments before.
+    """
 
     def __init__(
         self,
@@ -55,6 +63,13 @@ class Lease:
         self.seconds, self._clock = seconds, clock
         #: When this holder last took or renewed the lease (its clock), 0.0: never.
         self.renewed = 0.0
+        #: When each entry was last sent (epoch seconds), as the lease last said, plus
+        #: this holder's own sends since.
+        self.recorded: dict[str, float] = {}
+
+    def note_sent(self, name: str) -> None:
+        """Record that entry ``name`` was sent now (written with the next renewal)."""
+        self.recorded[name] = self._clock()
 
     def hold(self) -> bool:
         """Take the lease, or renew it if it is this holder's; whether this holder has it.
@@ -64,35 +79,43 @@ class Lease:
         processes trying at once one succeeds.
         """
         now = self._clock()
-        record = json.dumps({"holder": self.holder, "until": now + self.seconds}).encode()
         found = self._store.read(self._key)
-        if found is None:
-            held = self._store.put(self._key, record, only_if_absent=True)
-        else:
-            data, version = found
-            holder, until = _parse(data)
+        recorded = dict(self.recorded)
+        if found is not None:
+            holder, until, theirs = _parse(found[0])
             if holder != self.holder and until > now:
                 self.renewed = 0.0
                 return False
-            held = self._store.put(self._key, record, replacing=version)
+            for name, sent in theirs.items():
+                recorded[name] = max(sent, recorded.get(name, 0.0))
+        record = json.dumps(
+            {"holder": self.holder, "until": now + self.seconds, "sent": recorded}
+        ).encode()
+        if found is None:
+            held = self._store.put(self._key, record, only_if_absent=True)
+        else:
+            held = self._store.put(self._key, record, replacing=found[1])
         self.renewed = now if held else 0.0
+        if held:
+            self.recorded = recorded
         return held
 
     def release(self) -> None:
         """End this holder's lease at once (a stopping beat), so another takes over now."""
         found = self._store.read(self._key)
         if found is not None and _parse(found[0])[0] == self.holder:
-            ended = json.dumps({"holder": self.holder, "until": 0}).encode()
-            self._store.put(self._key, ended, replacing=found[1])
+            ended = {"holder": self.holder, "until": 0, "sent": self.recorded}
+            self._store.put(self._key, json.dumps(ended).encode(), replacing=found[1])
         self.renewed = 0.0
 
 
-def _parse(data: bytes) -> tuple[str | None, float]:
+def _parse(data: bytes) -> tuple[str | None, float, dict[str, float]]:
     try:
         record = json.loads(data)
-        return str(record["holder"]), float(record["until"])
-    except (ValueError, KeyError, TypeError):
-        return None, 0.0  # unreadable: nobody's, and ended
+        sent = {str(k): float(v) for k, v in (record.get("sent") or {}).items()}
+        return str(record["holder"]), float(record["until"]), sent
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, 0.0, {}  # unreadable: nobody's, and ended
 
 
 class Scheduler(PersistentScheduler):  # type: ignore[misc]
@@ -119,11 +142,20 @@ class Scheduler(PersistentScheduler):  # type: ignore[misc]
         return min(wait, self.max_interval)
 
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
-        """Celery's, if this process holds the lease, renewed just before the send."""
-        if self._hold():
-            super().apply_entry(entry, producer=producer)
-        else:
+        """Celery's, if this process holds the lease, renewed just before the send.
+
+        A task the lease says was sent since its last due time (by the holder before,
+        this one taking over on a schedule of its own) is not sent again.
+        """
+        if not self._hold():
             log.debug("not the beat leader: %s not sent from here", entry.name)
+            return
+        last = self.lease.recorded.get(entry.name)
+        if last is not None and not entry.schedule.is_due(datetime.fromtimestamp(last, UTC))[0]:
+            log.info("%s was sent by the beat before this one: not sent again", entry.name)
+            return
+        self.lease.note_sent(entry.name)
+        super().apply_entry(entry, producer=producer)
 
     def close(self) -> None:
         if self._leading:

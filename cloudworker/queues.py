@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from cloudworker.errors import BatchSendError, QueueGone
+from cloudworker.errors import BatchSendError, QueueGone, QueueNotProvisioned
 from cloudworker.settings import dead_letter_name
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
 
 #: Receives of a task message before SQS moves it to its queue's dead-letter queue.
 MAX_RECEIVE_COUNT = 5
+#: A task queue's name that SQS takes, and its dead-letter queue's too (4 more characters).
+_TASK_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,76}|[A-Za-z0-9_-]{1,71}\.fifo")
 #: Seconds a dead letter is kept (SQS's longest: 14 days).
 DEAD_LETTER_RETENTION = 1_209_600
 
@@ -448,6 +451,12 @@ def create_task_queue(
     Idempotent, as SQS's CreateQueue is for the same attributes (two processes
     creating it at once).
     """
+    if not _TASK_QUEUE_NAME.fullmatch(name):
+        # SQS's rule (1 to 80 of these), with room for the dead-letter queue's "-dlq".
+        raise QueueNotProvisioned(
+            f"{name!r:.120} cannot name a task queue: 1 to 76 letters, digits, '-' or '_' "
+            "(then '.fifo' for a FIFO queue)"
+        )
     fifo = name.endswith(".fifo")
     encryption = {"KmsMasterKeyId": kms_key} if kms_key else {}
     dead_letters = sqs.create_queue(

@@ -176,6 +176,8 @@ class Channel(FanoutChannel):
             url: str = self._resolve_queue_url(queue)  # type: ignore[no-untyped-call]
         except DoesNotExistQueueException:
             name = self.canonical_queue_name(queue)
+            if self.is_receiver_queue(queue):  # fanout.py makes those, and says so
+                raise QueueNotProvisioned(f"SQS queue {name!r} does not exist") from None
             if not self.transport_options.get("create_queues", True):
                 raise QueueNotProvisioned(
                     f"SQS queue {name!r} does not exist and CLOUDWORKER_CREATE_QUEUES is off: "
@@ -624,6 +626,9 @@ class Channel(FanoutChannel):
     # dead-lettered), a task due later delayed again, a failed receive retried after a
     # backoff, a stopping worker's late receive handed back.
     def _get_bulk(self, queue: str, max_if_unlimited: int = 10, callback: Any = None) -> None:
+        if self.is_receiver_queue(queue):  # control replies, events: kombu's, as they were
+            super()._get_bulk(queue, max_if_unlimited, callback)
+            return
         count = self._get_message_estimate()  # type: ignore[no-untyped-call]
         if count:
             qname = self.canonical_queue_name(queue)

@@ -70,3 +70,16 @@ def test_of_two_taking_a_free_lease_at_once_one_wins() -> None:
     assert store.put(KEY, b'{"holder": "a", "until": 2000}', replacing=version)
     assert not store.put(KEY, b'{"holder": "b", "until": 2000}', replacing=version)
     assert not b.hold()
+
+
+def test_the_lease_records_each_send_for_the_holder_that_takes_over() -> None:
+    """The next holder knows when each task was last sent, by whom it was."""
+    a, b, clock = pair()
+    assert a.hold()
+    a.note_sent("tick")
+    sent_at = clock.now
+    clock.now += 2
+    assert a.hold()  # the renewal writes it
+    a.release()
+    assert b.hold()
+    assert b.recorded == {"tick": sent_at}
