@@ -41,3 +41,11 @@ def stop_quickly(stack: Any, names: tuple[str, ...] = ("worker1", "flower", "exp
 
     for name in names:
         local.stop_process(stack, name, grace=3.0)
+
+
+def write_section(section: str, *, print_only: bool = False) -> None:
+    """Print a report section and append it to ``bench/RESULTS.md`` (unless ``print_only``)."""
+    print(section)
+    if not print_only:
+        with (Path(__file__).resolve().parent / "RESULTS.md").open("a") as results:
+            results.write(section)

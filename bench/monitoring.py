@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import stop_quickly, use_endpoint
+from bench import stop_quickly, use_endpoint, write_section
 from cloudworker.application import create_app
 from cloudworker.settings import Settings
 from cloudworker.sqs.batch_sends import batch_sends
@@ -35,7 +35,6 @@ from deploy import local
 from tasks.definitions import register
 from tests.support.faultproxy import FaultProxy
 
-ROOT = Path(__file__).resolve().parent.parent
 MODES = {
     "off": {"CLOUDWORKER_EVENTS": "false", "CLOUDWORKER_REMOTE_CONTROL": "false"},
     "on": {"CLOUDWORKER_EVENTS": "true", "CLOUDWORKER_REMOTE_CONTROL": "true"},
@@ -189,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(section)
-    if not args.print:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as results:
-            results.write(section)
+    write_section(section, print_only=args.print)
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kombu import pools
 
-from bench import stop_quickly, use_endpoint
+from bench import stop_quickly, use_endpoint, write_section
 from cloudworker.application import create_app
 from cloudworker.settings import Settings
 from cloudworker.sqs.batch_sends import batch_sends
@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(section)
-    if not args.print:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as results:
-            results.write(section)
+    write_section(section, print_only=args.print)
     return 0
 
 

@@ -30,6 +30,21 @@ pytestmark = pytest.mark.integration
 TIMEOUT = 60
 
 
+def _start_worker(stack: LocalStack, queue: str, name: str, *options: str) -> int:
+    """Start worker ``name`` on ``queue`` (with the test tasks); its log's offset before."""
+    env = {
+        **os.environ,
+        **stack.env,
+        "CLOUDWORKER_TASK_QUEUE": queue,
+        "CLOUDWORKER_INBOX_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [*local.worker_command(name, 2), *options, "--include=tests.support.slow_tasks"]
+    offset = local.log_size(stack.stack, name)
+    local.start_process(stack.stack, name, command, env)
+    return offset
+
+
 def _raw(stack: LocalStack, url: str, *, eta: str | None = None) -> str:
     """Send a Celery 5 task message (plain JSON, as cloudworker sends) with boto3."""
     task_id = str(uuid.uuid4())
@@ -53,21 +68,8 @@ def test_a_pool_without_an_event_loop_takes_the_transports_receive_path(
     queue = f"pool-{pool}-{uuid.uuid4().hex[:8]}"
     settings = dataclasses.replace(stack.settings, task_queue=queue)
     app = create_app(settings)
-    env = {
-        **os.environ,
-        **stack.env,
-        "CLOUDWORKER_TASK_QUEUE": queue,
-        "CLOUDWORKER_INBOX_ENABLED": "false",
-        "PYTHONPATH": str(ROOT),
-    }
     name = f"{pool}-{queue}"
-    command = [
-        *local.worker_command(name, 2),
-        f"--pool={pool}",
-        "--include=tests.support.slow_tasks",
-    ]
-    offset = local.log_size(stack.stack, name)
-    local.start_process(stack.stack, name, command, env)
+    offset = _start_worker(stack, queue, name, f"--pool={pool}")
     try:
         local.wait_for_log(stack.stack, name, offset, "ready.")
         assert app.send_task("tests.add", (2, 3)).get(timeout=TIMEOUT) == 5
@@ -109,22 +111,8 @@ def test_autoscale_and_max_tasks_per_child(stack: LocalStack, tmp_path: Path) ->
     queue = f"scale-{uuid.uuid4().hex[:8]}"
     settings = dataclasses.replace(stack.settings, task_queue=queue)
     app = create_app(settings)
-    env = {
-        **os.environ,
-        **stack.env,
-        "CLOUDWORKER_TASK_QUEUE": queue,
-        "CLOUDWORKER_INBOX_ENABLED": "false",
-        "PYTHONPATH": str(ROOT),
-    }
     name = f"autoscale-{queue}"
-    command = [
-        *local.worker_command(name, 2),
-        "--autoscale=3,1",
-        "--max-tasks-per-child=1",
-        "--include=tests.support.slow_tasks",
-    ]
-    offset = local.log_size(stack.stack, name)
-    local.start_process(stack.stack, name, command, env)
+    offset = _start_worker(stack, queue, name, "--autoscale=3,1", "--max-tasks-per-child=1")
     markers = [tmp_path / f"run-{n}" for n in range(4)]
     try:
         local.wait_for_log(stack.stack, name, offset, "ready.")
