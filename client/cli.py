@@ -101,15 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The CLI sends to the deployment's task queue only: a missing one is a misconfiguration
-    # (a wrong prefix, no provisioning), said at once and exit 1, never created and waited on.
-    os.environ.setdefault("CLOUDWORKER_CREATE_QUEUES", "false")
     # Exit through Python on SIGTERM, so the response queue is deleted at exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_FAILURE))
     command: Callable[[argparse.Namespace], int] = {
         "stats": _stats, "grayscale": _grayscale, "reap": _reap, "dlq": _dlq,
     }[args.command]  # fmt: skip
     try:
+        _provisioned_queues_only()
         return command(args)
     except KeyboardInterrupt:
         return 130
@@ -293,6 +291,16 @@ def _reap(args: argparse.Namespace) -> int:
     for name in reaped:
         print(f"  {name}")
     return EXIT_OK
+
+
+def _provisioned_queues_only() -> None:
+    """The CLI sends to the deployment's task queue only: a missing one is a misconfiguration
+    (a wrong prefix, no provisioning), said at once with exit 1, never created and waited on
+    (unless ``CLOUDWORKER_CREATE_QUEUES`` says otherwise)."""
+    if "CLOUDWORKER_CREATE_QUEUES" not in os.environ:
+        from tasks import app
+
+        app.conf.broker_transport_options["create_queues"] = False
 
 
 def _dlq(args: argparse.Namespace) -> int:
