@@ -78,6 +78,13 @@ __all__ = [
 ]
 
 
+#: The scheme of ``broker_url`` and ``result_backend`` that names cloudworker, and what
+#: it stands for, for kombu and for Celery (pyproject.toml's entry point names BACKEND).
+SCHEME = "cloudworker"
+TRANSPORT = "cloudworker.sqs:Transport"
+BACKEND = "cloudworker.results.backend:CloudworkerBackend"
+
+
 def _register_scheme() -> None:
     """``cloudworker://`` for kombu (the transport) and for Celery (the result backend).
 
@@ -92,8 +99,8 @@ def _register_scheme() -> None:
     from celery.app.base import BUILTIN_FIXUPS
     from kombu.transport import TRANSPORT_ALIASES
 
-    TRANSPORT_ALIASES.setdefault("cloudworker", "cloudworker.sqs:Transport")
-    BACKEND_ALIASES.setdefault("cloudworker", "cloudworker.results.backend:CloudworkerBackend")
+    TRANSPORT_ALIASES.setdefault(SCHEME, TRANSPORT)
+    BACKEND_ALIASES.setdefault(SCHEME, BACKEND)
     BUILTIN_FIXUPS.add("cloudworker.application:fixup")
     connect_on_app_finalize(_adopt_if_configured)
 

@@ -38,7 +38,7 @@ from celery.utils.dispatch import Signal
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import EncodeError
 
-from cloudworker import aws, codec, tracing
+from cloudworker import SCHEME, TRANSPORT, aws, codec, tracing
 from cloudworker.keys import check_task_id, task_payload_prefix
 from cloudworker.services import Services
 from cloudworker.settings import Settings
@@ -50,11 +50,6 @@ from cloudworker.worker.visibility import VisibilityHeartbeat
 
 __all__ = ["SCHEME", "CloudworkerApp", "CloudworkerCelery", "adopt", "create_app", "uses_scheme"]
 
-#: The scheme of ``broker_url`` and ``result_backend`` that names cloudworker.
-SCHEME = "cloudworker"
-#: What the scheme stands for, for kombu and for Celery.
-TRANSPORT = "cloudworker.sqs:Transport"
-BACKEND = "cloudworker.results.backend:CloudworkerBackend"
 #: A key of the transport options: set once cloudworker's are among them.
 ADOPTED_OPTION = "cloudworker_adopted"
 #: Serializers and content types: JSON only (a message in any other is dead-lettered).
@@ -268,8 +263,7 @@ def adopt(
     )
     # Traces across client and worker, when OpenTelemetry's Celery instrumentation is installed.
     tracing.instrument(settings)
-    for step in (VisibilityHeartbeat,):
-        app.steps["consumer"].add(step)
+    app.steps["consumer"].add(VisibilityHeartbeat)
     for step in (Reaper, StoredRevocations, ShutdownGrace):
         app.steps["worker"].add(step)
     # Tasks made before adoption (shared_task, Celery's own, a task decorated before the
