@@ -24,6 +24,7 @@ from cloudworker import keys
 from cloudworker.aws import is_transient
 from cloudworker.codec import PayloadRef, loggable
 from cloudworker.errors import CloudworkerError, InvalidArguments, InvalidInput, PayloadError
+from cloudworker.results.finishing import redelivering
 
 __all__ = ["CloudworkerTask", "sendable", "task_class", "upgrade_task"]
 
@@ -63,6 +64,19 @@ class CloudworkerTask(Task):  # type: ignore[misc]
     #: :class:`InvalidInput`; values may still be :class:`PayloadRef` on the worker's
     #: edge. Given as ``@app.task(argument_check=staticmethod(check))``.
     argument_check: Callable[[Mapping[str, Any]], None] | None = None
+
+    _tracer: Callable[..., Any] | None = None
+
+    @property
+    def __trace__(self) -> Callable[..., Any] | None:
+        """Celery's tracer of this task, handing the message back if its result is not
+        stored (:func:`cloudworker.results.finishing.redelivering`). Celery sets it in
+        the pool process (``build_tracer``); it stays ``None`` until then."""
+        return self._tracer
+
+    @__trace__.setter
+    def __trace__(self, tracer: Callable[..., Any] | None) -> None:
+        self._tracer = None if tracer is None else redelivering(tracer)
 
     def admit(self, args: Any, kwargs: Any) -> None:
         """Raise :class:`InvalidInput` unless ``args``/``kwargs`` fit this task.

@@ -57,7 +57,7 @@ from cloudworker.codec import payload_prefix
 from cloudworker.errors import InvalidMessage
 from cloudworker.keys import group_key, result_key, result_payload_prefix, state_key
 from cloudworker.results.chords import ChordJoin
-from cloudworker.results.finishing import finished_in_background
+from cloudworker.results.finishing import finished_in_background, stored_or_redelivered
 from cloudworker.results.mailbox import is_stored_only, notice_state
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
             # The pool process goes on; a thread stores it, then acknowledges the task.
             self.services.finisher.submit(task_id, finish)
         else:
-            finish(held=None if held is None else held[1])
+            stored_or_redelivered(task_id, partial(finish, held=None if held is None else held[1]))
         return result
 
     def _encode_record(self, task_id: str, meta: dict[str, Any]) -> str:

@@ -34,6 +34,14 @@ What can go wrong, and what then happens:
 
 ``CLOUDWORKER_BACKGROUND_RESULTS=false`` turns this off (both processes read
 it); every result is then stored by the pool process before it returns.
+
+A result stored by the pool process itself (a failure, or any result with the
+background off) that S3 refuses is handled the same way: Celery would take the
+error for a crash of the worker (an ERROR with a traceback) and delete the
+message, leaving no result. :func:`redelivering` wraps each task's tracer
+instead: the refusal is logged as a warning, and the message is rejected with
+requeue (Celery's ``Reject``), so SQS delivers it again at once; after five
+receives the redrive policy dead-letters it.
 """
 
 from __future__ import annotations
@@ -44,12 +52,17 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from billiard.einfo import ExceptionInfo
 from celery import signals
 from celery import states as celery_states
 from celery.app.task import get_actual_ignore_result
+from celery.app.trace import TraceInfo
+from celery.exceptions import Reject
 
 from cloudworker.outbox import Outbox
 from cloudworker.queues import QueueService
@@ -57,7 +70,7 @@ from cloudworker.queues import QueueService
 if TYPE_CHECKING:
     from cloudworker.settings import Settings
 
-__all__ = ["ResultFinisher", "finished_in_background"]
+__all__ = ["ResultFinisher", "finished_in_background", "redelivering", "stored_or_redelivered"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +85,59 @@ _ACK_LINGER = 0.2
 _CLOSE_TIMEOUT = 30.0
 #: The finishers made in this process (a forked child's copies are its parent's).
 _finishers: weakref.WeakSet[ResultFinisher] = weakref.WeakSet()
+
+
+@dataclass
+class _Run:
+    """A task a worker's tracer is running, and why its result was not stored, if so."""
+
+    task_id: str
+    unstored: str | None = None
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("cloudworker_traced_run", default=None)
+
+
+def stored_or_redelivered(task_id: str, store: Callable[[], None]) -> None:
+    """Run ``store`` (a final result's PUT); in a worker's run of ``task_id``, a refusal
+    marks the run for redelivery (:func:`redelivering`) instead of raising."""
+    run = _RUN.get()
+    if run is None or run.task_id != task_id:
+        store()
+        return
+    try:
+        store()
+    except Exception as exc:  # noqa: BLE001 - whatever S3 said, the message comes back
+        log.warning(
+            "task %s: its result could not be stored (%s); SQS will deliver it again",
+            task_id,
+            exc,
+        )
+        run.unstored = " ".join(str(exc).split())[:500]
+
+
+def redelivering(tracer: Callable[..., Any]) -> Callable[..., Any]:
+    """A task's tracer (Celery's ``build_tracer``) whose run, if its result could not be
+    stored, ends as Celery's ``Reject(requeue=True)``: the worker hands the message back."""
+
+    def traced(uuid: str, args: Any, kwargs: Any, request: Any = None) -> Any:
+        run = _Run(uuid)
+        token = _RUN.set(run)
+        try:
+            outcome = tracer(uuid, args, kwargs, request)
+        finally:
+            _RUN.reset(token)
+        if run.unstored is None:
+            return outcome
+        reject = Reject(f"its result could not be stored: {run.unstored}", requeue=True)
+        try:
+            raise reject
+        except Reject:
+            einfo = ExceptionInfo(internal=True)
+        return einfo, TraceInfo(celery_states.REJECTED, reject), outcome[2], repr(reject)
+
+    traced.__wrapped__ = tracer  # type: ignore[attr-defined]
+    return traced
 
 
 def finished_in_background(task: Any, request: Any, settings: Settings) -> tuple[str, str] | None:

@@ -15,6 +15,7 @@ task must be answered, the worker must stay up, and its log must show no crash.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from cloudworker.keys import result_key
 from deploy import local
 from tests.integration.conftest import LocalStack, ProxiedWorker, proxied_worker
 from tests.support.waiting import eventually
@@ -111,3 +113,38 @@ def test_every_request_refused_once_costs_the_worker_nothing(
     # The worker still serves, every request answered as usual.
     after = worker.tasks.compute_stats.delay([7, 8, 9, uuid.uuid4().int % 10])
     assert after.get(timeout=60)["count"] == 4
+
+
+def test_a_failure_s3_refuses_to_store_is_delivered_again_not_lost(
+    stack: LocalStack, worker: ProxiedWorker
+) -> None:
+    """A result the pool process stores itself (a failure) meets a refusal that is not
+    transient: the message comes back and the next run stores it. Celery alone took the
+    refusal for a crash of the worker (a warning with a traceback, an ERROR) and
+    deleted the message, leaving no result in S3."""
+    log_start = len(stack.worker_log(WORKER))
+    worker.proxy.fault("400", code="AccessDenied", operations={"s3:PUT"}, once_per_operation=True)
+    try:
+        failing = worker.app.send_task("tests.fail", args=["planned"])
+        with pytest.raises(Exception, match="planned") as raised:
+            failing.get(timeout=60)
+        assert type(raised.value).__name__ == "PlannedFailure"
+        eventually(
+            lambda: "its result could not be stored" in stack.worker_log(WORKER)[log_start:],
+            what="the refused store logged as a warning",
+        )
+        assert worker.proxy.hit == {"s3:PUT"}
+    finally:
+        worker.proxy.fault(None)
+    store = worker.app.services.store()
+    eventually(
+        lambda: store.read(result_key(failing.id)) is not None,
+        timeout=60,
+        what="the failure stored by the message's next delivery",
+    )
+    record = json.loads(store.read(result_key(failing.id))[0])  # type: ignore[index]
+    assert record["status"] == "FAILURE"
+    log = stack.worker_log(WORKER)[log_start:]
+    assert log.count(f"tests.fail[{failing.id}] received") == 2, log[-3000:]
+    assert "Exception raised outside body" not in log, log[-3000:]
+    assert stack.worker_alive(WORKER)
