@@ -14,17 +14,26 @@ revoked}_total``                         ``exception``), from the task events
 ``celery_task_runtime``                  histogram of ``task-succeeded`` runtimes
 ``celery_worker_up``,                    per worker (``hostname``), from heartbeats:
 ``celery_worker_tasks_active``           1 while its heartbeats arrive in time
-``celery_queue_length``                  visible messages of the task queue (SQS)
+``celery_queue_length``                  visible messages of each task queue (SQS)
 ``cloudworker_queue_messages_in_flight`` received, not yet acknowledged (SQS)
 ``cloudworker_queue_messages_delayed``   waiting out a countdown (SQS)
 ``cloudworker_queue_oldest_task_age_     seconds the oldest task sent and not yet
 seconds``                                received has waited (task-sent events; SQS
                                          reports this only to CloudWatch)
-``cloudworker_dead_letter_queue_length`` messages in the task queue's DLQ
+``cloudworker_dead_letter_queue_length`` messages in each task queue's DLQ
 ``cloudworker_response_queues``          clients' response queues alive now
 ``cloudworker_claim_checked_bytes``,     payloads held in S3 (``payloads/``)
 ``cloudworker_claim_checked_objects``
 ======================================  ==========================================
+
+The SQS figures are by ``queue_name``, a task queue's name without
+``CLOUDWORKER_QUEUE_PREFIX`` (``tasks``, ``emails``, ``reports.fifo``), for every
+task queue of the deployment: each queue under the prefix that has its dead-letter
+queue (``<name>-dlq``, ``<base>-dlq.fifo``), as every task queue is made, and
+``CLOUDWORKER_TASK_QUEUE`` even without one. A queue's priority lanes
+(``<name>-p3``, ``-p6``, ``-p9``) count as part of it, their dead letters with its
+own. Clients' response queues, receivers' queues, the inbox's queue and the
+dead-letter queues are not task queues.
 
 Flower's own ``/metrics`` is not reused: its names (``flower_events_total``...)
 are not the ones dashboards use, and Flower is optional. ``task-sent`` events
@@ -32,7 +41,9 @@ come from clients, which send them with ``CLOUDWORKER_SENT_EVENTS`` on (one more
 SNS publish per task, so off by default): without them there is no
 ``celery_task_sent_total`` and no oldest-task age, the rest is all there. The
 SQS and S3 figures are read at most once per ``--refresh`` seconds, whatever
-the scrape rate, so that scraping costs a bounded number of requests.
+the scrape rate, so that scraping costs a bounded number of requests: one
+ListQueues walk (1,000 queues a page), one GetQueueAttributes per task queue,
+lane and dead-letter queue, and the S3 listing of the payloads.
 
 With ``--cloudwatch-stack NAME`` it also publishes, once a minute, the tasks
 that succeeded and failed (namespace ``cloudworker``, dimension ``Stack``),
@@ -51,17 +62,21 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cloudworker.settings import Settings
+from cloudworker.deadletters import is_task_queue
+from cloudworker.queues import is_gone, name_of
+from cloudworker.settings import Settings, dead_letter_name
 from cloudworker.settings import load as load_settings
+from cloudworker.sqs.priority_lanes import is_lane
 
-__all__ = ["EventMetrics", "FleetCollector", "main"]
+__all__ = ["EventMetrics", "FleetCollector", "main", "task_queues"]
 
 log = logging.getLogger("cloudworker.exporter")
 
@@ -241,6 +256,34 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+def task_queues(names: Collection[str], settings: Settings) -> dict[str, list[str]]:
+    """The task queues among SQS queue ``names``: each one's name -> the queues holding its tasks.
+
+    A task queue is a queue of the deployment (not a response, receiver, inbox or
+    dead-letter queue: :func:`cloudworker.deadletters.is_task_queue`) whose
+    dead-letter queue is among ``names``, as every task queue is created; the
+    configured one counts without it. Its tasks are in it (if listed) and in its
+    priority lanes (``<name>-p3``...), which are never task queues of their own: a
+    lane with its dead-letter queue makes its queue one, listed or not.
+    """
+    listed = set(names)
+    found: dict[str, list[str]] = {}
+    for name in sorted(listed):
+        if is_lane(name) or not is_task_queue(name, settings):
+            continue
+        if dead_letter_name(name) in listed or name == settings.task_queue_name:
+            found[name] = [name]
+    for name in sorted(listed):
+        if not is_lane(name):
+            continue
+        queue = name.rpartition("-p")[0]  # is_lane's split: tasks-p3 is a lane of tasks
+        if not is_task_queue(queue, settings):
+            continue
+        if queue in found or dead_letter_name(name) in listed:
+            found.setdefault(queue, []).append(name)
+    return dict(sorted(found.items()))
+
+
 class FleetCollector(Collector):
     """Gauges read at scrape time: workers from the events, queues from SQS, payloads from S3."""
 
@@ -255,7 +298,8 @@ class FleetCollector(Collector):
         self._lock = threading.Lock()
         self._read_at = float("-inf")
         self._figures: dict[str, float] = {}
-        self._urls: dict[str, str] = {}
+        #: queue_name -> its figures (visible, in_flight, delayed, dead_letters)
+        self._queues: dict[str, dict[str, float]] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
@@ -269,7 +313,6 @@ class FleetCollector(Collector):
             active.add_metric([hostname], running)
         yield up
         yield active
-        queue = self._settings.task_queue
         oldest = GaugeMetricFamily(
             "cloudworker_queue_oldest_task_age_seconds",
             "Seconds the oldest task sent and not yet received has waited (from events).",
@@ -279,26 +322,31 @@ class FleetCollector(Collector):
         for name in sorted(self._events.queues_with_sent_events() | set(waiting)):
             oldest.add_metric([name], waiting.get(name, 0.0))
         yield oldest
-        figures = self._aws_figures()
+        queues, figures = self._aws_figures()
         per_queue = {
-            "celery_queue_length": ("Visible messages in the task queue.", "visible"),
+            "celery_queue_length": (
+                "Visible messages in each task queue (with its priority lanes).",
+                "visible",
+            ),
             "cloudworker_queue_messages_in_flight": (
-                "Task messages received and not yet acknowledged.",
+                "Task messages of each task queue received and not yet acknowledged.",
                 "in_flight",
             ),
             "cloudworker_queue_messages_delayed": (
-                "Task messages waiting out a countdown.",
+                "Task messages of each task queue waiting out a countdown.",
                 "delayed",
             ),
             "cloudworker_dead_letter_queue_length": (
-                "Messages in the task queue's dead-letter queue.",
+                "Messages in each task queue's dead-letter queue (and its lanes').",
                 "dead_letters",
             ),
         }
         for metric, (text, key) in per_queue.items():
-            if key in figures:
+            if any(key in counts for counts in queues.values()):
                 family = GaugeMetricFamily(metric, text, labels=["queue_name"])
-                family.add_metric([queue], figures[key])
+                for queue, counts in queues.items():
+                    if key in counts:
+                        family.add_metric([queue], counts[key])
                 yield family
         single = {
             "cloudworker_response_queues": ("Clients' response queues now.", "response_queues"),
@@ -315,35 +363,36 @@ class FleetCollector(Collector):
             if key in figures:
                 yield GaugeMetricFamily(metric, text, value=figures[key])
 
-    def _aws_figures(self) -> dict[str, float]:
-        """The SQS and S3 figures, read again once they are ``refresh`` seconds old."""
+    def _aws_figures(self) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """The SQS and S3 figures, read again once they are ``refresh`` seconds old:
+        queue_name -> that task queue's figures, and the fleet's own."""
         with self._lock:
             if time.monotonic() - self._read_at >= self._refresh:
-                self._figures = self._read_aws()
+                self._queues, self._figures = self._read_aws()
                 self._read_at = time.monotonic()
-            return dict(self._figures)
+            return {queue: dict(counts) for queue, counts in self._queues.items()}, dict(
+                self._figures
+            )
 
-    def _read_aws(self) -> dict[str, float]:
+    def _read_aws(self) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         figures: dict[str, float] = {}
+        queues: dict[str, dict[str, float]] = {}
         settings = self._settings
         try:
-            counts = self._attributes(settings.task_queue_name)
-            figures.update(
-                visible=counts["ApproximateNumberOfMessages"],
-                in_flight=counts["ApproximateNumberOfMessagesNotVisible"],
-                delayed=counts["ApproximateNumberOfMessagesDelayed"],
-            )
-            dead = self._attributes(settings.dead_letter_queue_name)
-            figures["dead_letters"] = dead["ApproximateNumberOfMessages"]
-        except Exception as exc:  # noqa: BLE001 - a scrape shows what it could read
-            log.warning("could not read the task queue's attributes: %s", exc)
-        try:
             pages = self._sqs.get_paginator("list_queues").paginate(
-                QueueNamePrefix=settings.response_queue_prefix
+                QueueNamePrefix=settings.queue_prefix, PaginationConfig={"PageSize": 1000}
             )
-            figures["response_queues"] = sum(len(page.get("QueueUrls", [])) for page in pages)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not count the response queues: %s", exc)
+            urls = {name_of(url): url for page in pages for url in page.get("QueueUrls", [])}
+        except Exception as exc:  # noqa: BLE001 - a scrape shows what it could read
+            log.warning("could not list the queues: %s", exc)
+        else:
+            figures["response_queues"] = sum(
+                name.startswith(settings.response_queue_prefix) for name in urls
+            )
+            for name, holding in task_queues(urls, settings).items():
+                counts = self._queue_figures(name, holding, urls)
+                if counts is not None:
+                    queues[name.removeprefix(settings.queue_prefix)] = counts
         try:
             size = count = 0
             pages = self._s3.get_paginator("list_objects_v2").paginate(
@@ -356,12 +405,50 @@ class FleetCollector(Collector):
             figures.update(payload_bytes=size, payload_objects=count)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not measure the claim-checked payloads: %s", exc)
-        return figures
+        return queues, figures
 
-    def _attributes(self, name: str) -> dict[str, float]:
-        url = self._urls.get(name)
-        if url is None:
-            url = self._urls[name] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    def _queue_figures(
+        self, name: str, holding: list[str], urls: Mapping[str, str]
+    ) -> dict[str, float] | None:
+        """Task queue ``name``'s figures, summed over ``holding`` (it and its lanes) and
+        their dead-letter queues; None if all of ``holding`` is gone (deleted since the
+        listing). A figure a queue could not tell is left out rather than understated."""
+        read, failed = self._read_queues(holding, urls)
+        if not read and not failed:
+            log.debug("task queue %s is gone", name)
+            return None
+        counts: dict[str, float] = {}
+        if not failed:
+            counts.update(
+                visible=sum(one["ApproximateNumberOfMessages"] for one in read),
+                in_flight=sum(one["ApproximateNumberOfMessagesNotVisible"] for one in read),
+                delayed=sum(one["ApproximateNumberOfMessagesDelayed"] for one in read),
+            )
+        dead, failed = self._read_queues([dead_letter_name(queue) for queue in holding], urls)
+        if dead and not failed:
+            counts["dead_letters"] = sum(one["ApproximateNumberOfMessages"] for one in dead)
+        return counts
+
+    def _read_queues(
+        self, names: list[str], urls: Mapping[str, str]
+    ) -> tuple[list[dict[str, float]], bool]:
+        """The counts of those of ``names`` that are listed and still there, and whether
+        one of them could not be read (a warning). A queue gone is skipped quietly."""
+        read: list[dict[str, float]] = []
+        failed = False
+        for name in names:
+            if name not in urls:
+                continue
+            try:
+                read.append(self._attributes(urls[name]))
+            except Exception as exc:  # noqa: BLE001 - a scrape shows what it could read
+                if isinstance(exc, ClientError) and is_gone(exc):
+                    continue
+                failed = True
+                log.warning("could not read the attributes of queue %s: %s", name, exc)
+        return read, failed
+
+    def _attributes(self, url: str) -> dict[str, float]:
         attributes = self._sqs.get_queue_attributes(
             QueueUrl=url,
             AttributeNames=[
