@@ -56,6 +56,7 @@ __all__ = [
     "name_of",
     "receipt_entries",
     "task_queue_attributes",
+    "valid_task_queue_name",
 ]
 
 #: Receives of a task message before SQS moves it to its queue's dead-letter queue.
@@ -80,6 +81,11 @@ BATCH = 10
 BATCH_BYTES = 256 * 1024
 
 T = TypeVar("T")
+
+
+def valid_task_queue_name(name: str) -> bool:
+    """Whether SQS takes ``name`` for a task queue, with room for its dead-letter queue."""
+    return _TASK_QUEUE_NAME.fullmatch(name) is not None
 
 
 def batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -451,7 +457,7 @@ def create_task_queue(
     Idempotent, as SQS's CreateQueue is for the same attributes (two processes
     creating it at once).
     """
-    if not _TASK_QUEUE_NAME.fullmatch(name):
+    if not valid_task_queue_name(name):
         # SQS's rule (1 to 80 of these), with room for the dead-letter queue's "-dlq".
         raise QueueNotProvisioned(
             f"{name!r:.120} cannot name a task queue: 1 to 76 letters, digits, '-' or '_' "

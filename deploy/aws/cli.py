@@ -1,6 +1,7 @@
 """The ``aws`` subcommand of ``python -m deploy``: argument parsing only.
 
 python -m deploy aws up --admin-cidr CIDR [--version REV] [options]   # create or update
+                        [--queue NAME]...                               # more task queues
 python -m deploy aws status                                             # status, workers, queues
 python -m deploy aws env [--env-file .run/aws.env]                      # the client's env file
 python -m deploy aws down [--empty-bucket]                              # delete it all
@@ -61,6 +62,15 @@ def add_parser(commands: Any) -> None:
         "--image-parameter",
         help="SSM parameter naming the AMI (default: Debian 12 amd64's public parameter; "
         "e.g. /aws/service/debian/release/12/latest/arm64 for Graviton instance types)",
+    )
+    up.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="NAME",
+        help="a task queue beside tasks, made with its dead-letter queue, alarms and scaling "
+        "(repeat, or comma-separated; NAME.fifo for FIFO; default: the stack's; "
+        "--queue tasks alone removes the others)",
     )
     up.add_argument("--template", type=Path, help="another template (default: the project's)")
     actions.add_parser("status", parents=[common], help="status, workers, queue depths, outputs")
@@ -130,6 +140,7 @@ def _up_options(args: argparse.Namespace) -> Any:
         vpc=args.vpc,
         subnets=tuple(s for s in args.subnets.split(",") if s) if args.subnets else None,
         image_parameter=args.image_parameter,
+        queues=tuple(args.queues) if args.queues else None,
         env_file=args.env_file,
         **extra,
     )

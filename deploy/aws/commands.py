@@ -7,17 +7,19 @@ Results go to standard output; progress and warnings to standard error.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
 from botocore.exceptions import ClientError
 
-from cloudworker.settings import Settings
-from deploy.aws import cleanup, envfile, release, secret, stack
+from cloudworker.settings import Settings, dead_letter_name
+from deploy.aws import cleanup, envfile, release, secret, stack, task_queues
 from deploy.aws.names import TEMPLATE, password_parameter
 
 __all__ = ["Deployment", "DownOptions", "UpOptions", "down", "env", "status", "up"]
@@ -64,6 +66,8 @@ class UpOptions:
     vpc: str | None = None
     subnets: tuple[str, ...] | None = None
     image_parameter: str | None = None
+    #: ``--queue`` values: the stack's queues beside ``tasks`` (None keeps the stack's).
+    queues: tuple[str, ...] | None = None
     template: Path = TEMPLATE
     env_file: Path = envfile.DEFAULT_PATH
 
@@ -82,14 +86,15 @@ class CommandError(Exception):
 def up(d: Deployment, options: UpOptions) -> int:
     """Create or update the stack, wait with progress, print its outputs, write the env file."""
     cfn, s3, ssm = d.client("cloudformation"), d.client("s3"), d.client("ssm")
+    template = yaml.safe_load(options.template.read_text())
     # As compact JSON: the committed file is larger than CloudFormation takes inline.
-    body = stack.compact(options.template.read_text())
-    summary = cfn.get_template_summary(TemplateBody=body)
+    summary = cfn.get_template_summary(TemplateBody=stack.compact_data(template))
     declared = {p["ParameterKey"]: p.get("DefaultValue") for p in summary["Parameters"]}
     built = release.build(options.revision)
     if release.is_dirty():
         d.note(f"warning: uncommitted changes are not deployed; deploying commit {built.version}")
     existing = _resting_stack(d, cfn)
+    queues = _queues(d, options, existing)
     given = _parameters(d, options, built.version, existing)
     if secret.ensure(ssm, password_parameter(d.stack_name), stack_name=d.stack_name):
         d.note(f"created Flower's password in SSM: {password_parameter(d.stack_name)}")
@@ -106,22 +111,86 @@ def up(d: Deployment, options: UpOptions) -> int:
                 d.note(f"uploading release {built.version} to s3://{bucket}/{built.key}")
                 release.upload(s3, bucket, built)
 
+    def staged(body: str) -> str:
+        if bucket is None:
+            raise CommandError(f"stack {d.stack_name} has no bucket to hold its template")
+        digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+        key = f"{cleanup.RELEASES_PREFIX}templates/{digest}.json"
+        d.note(f"the template is over CloudFormation's inline limit: sent as s3://{bucket}/{key}")
+        s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
+        return f"https://{bucket}.s3.{d.region}.amazonaws.com/{key}"
+
+    body = stack.compact_data(task_queues.expand(template, queues))
+    if existing is None and len(body.encode()) > stack.MAX_TEMPLATE_BODY:
+        # Only a stack's bucket can hold a template that large: create the stack
+        # with its one queue first, then add the others.
+        d.note(
+            f"creating stack {d.stack_name} with queue tasks first, then adding {', '.join(queues)}"
+        )
+        first = {**given, task_queues.PARAMETER: task_queues.parameter_value(())}
+        _apply(
+            d,
+            cfn,
+            stack.compact_data(template),
+            declared,
+            first,
+            None,
+            upload_when_bucket_exists,
+            staged,
+        )
+        existing = _resting_stack(d, cfn)
+    given[task_queues.PARAMETER] = task_queues.parameter_value(queues)
+    _apply(d, cfn, body, declared, given, existing, upload_when_bucket_exists, staged)
+    return _report(d, options.env_file)
+
+
+def _apply(  # noqa: PLR0917 - the steps of up() that run twice
+    d: Deployment,
+    cfn: Any,
+    body: str,
+    declared: Mapping[str, str | None],
+    given: Mapping[str, str | None],
+    existing: Mapping[str, Any] | None,
+    on_poll: Callable[[], None],
+    staged: Callable[[str], str],
+) -> None:
+    """Create or update the stack with ``body`` and wait for it to rest."""
     after = stack.latest_event(cfn, existing["StackId"]) if existing else None
     action = "updating" if existing else "creating"
-    d.note(f"{action} stack {d.stack_name} in {d.region} (version {built.version})")
+    d.note(f"{action} stack {d.stack_name} in {d.region} (version {given['ProjectVersion']})")
     previous = [p["ParameterKey"] for p in (existing or {}).get("Parameters", [])]
     params = stack.parameters(declared, given, previous=previous)
     tags = {"cloudworker:stack": d.stack_name}
-    if stack.create_or_update(cfn, d.stack_name, body, params, exists=bool(existing), tags=tags):
-        final = stack.wait(
-            cfn, d.stack_name, after=after, out=d.err, poll=d.poll,
-            on_poll=upload_when_bucket_exists,
-        )  # fmt: skip
+    exists = existing is not None
+    if stack.create_or_update(
+        cfn, d.stack_name, body, params, exists=exists, tags=tags, staged=staged
+    ):
+        final = stack.wait(cfn, d.stack_name, after=after, out=d.err, poll=d.poll, on_poll=on_poll)
         if final not in stack.SUCCEEDED:
             raise CommandError(f"stack {d.stack_name} is {final}: see the events above")
     else:
         d.note(f"stack {d.stack_name} is up to date")
-    return _report(d, options.env_file)
+
+
+def _queues(
+    d: Deployment, options: UpOptions, existing: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """The stack's queues beside ``tasks``: ``--queue``'s, else those the stack has."""
+    had: tuple[str, ...] = ()
+    try:
+        for parameter in (existing or {}).get("Parameters", []):
+            if parameter["ParameterKey"] == task_queues.PARAMETER:
+                had = task_queues.from_parameter(parameter.get("ParameterValue", ""))
+        queues = had if options.queues is None else task_queues.parse(options.queues)
+    except task_queues.QueueListError as exc:
+        raise CommandError(str(exc)) from None
+    dropped = [name for name in had if name not in queues]
+    if dropped:
+        d.note(
+            f"warning: removing queue(s) {', '.join(dropped)}: CloudFormation deletes them "
+            "with their dead-letter queues and every message in them"
+        )
+    return queues
 
 
 def status(d: Deployment) -> int:
@@ -142,6 +211,9 @@ def status(d: Deployment) -> int:
     d.say(f"version {outs.get('ProjectVersion', '?')}")
     d.say(_workers_line(d, outs.get("WorkerGroup")))
     d.say(_queues_line(d, outs))
+    others = task_queues.from_parameter(_parameter_value(found, task_queues.PARAMETER) or "")
+    for name in others:
+        d.say(_other_queue_line(d, outs.get("QueuePrefix", ""), name))
     if "FlowerUrl" in outs:
         d.say(
             f"flower {outs['FlowerUrl']} (user {outs.get('FlowerUser', '?')}, password in SSM "
@@ -335,6 +407,26 @@ def _queues_line(d: Deployment, outs: Mapping[str, str]) -> str:
         return f"task queue: unknown ({exc})"
     return (
         f"task queue: {tasks['ApproximateNumberOfMessages']} waiting, "
+        f"{tasks['ApproximateNumberOfMessagesNotVisible']} in flight; "
+        f"dead letters: {dead['ApproximateNumberOfMessages']}"
+    )
+
+
+def _other_queue_line(d: Deployment, prefix: str, name: str) -> str:
+    sqs = d.client("sqs")
+    try:
+        counts = []
+        for queue, keys in (
+            (name, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]),
+            (dead_letter_name(name), ["ApproximateNumberOfMessages"]),
+        ):
+            url = sqs.get_queue_url(QueueName=prefix + queue)["QueueUrl"]
+            counts.append(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=keys)["Attributes"])
+    except ClientError as exc:
+        return f"queue {name}: unknown ({exc})"
+    tasks, dead = counts
+    return (
+        f"queue {name}: {tasks['ApproximateNumberOfMessages']} waiting, "
         f"{tasks['ApproximateNumberOfMessagesNotVisible']} in flight; "
         f"dead letters: {dead['ApproximateNumberOfMessages']}"
     )

@@ -61,6 +61,11 @@ STACK_ENV: dict[str, str] = {
     "CLOUDWORKER_STACK_NAME": "${AWS::StackName}",
     "CLOUDWORKER_QUEUE_PREFIX": "${NamePrefix}",
     "CLOUDWORKER_TASK_QUEUE": DEFAULTS.task_queue,
+    # The queues the worker unit consumes (-Q): tasks and the stack's other queues.
+    "CLOUDWORKER_WORKER_QUEUES": "${WorkerQueues}",
+    # The stack makes every task queue and its role may create none (least
+    # privilege): a task routed to another queue is refused, QueueNotProvisioned.
+    "CLOUDWORKER_CREATE_QUEUES": "false",
     "CLOUDWORKER_VISIBILITY_TIMEOUT": str(DEFAULTS.visibility_timeout),
     "CLOUDWORKER_BUCKET": "${Bucket}",
     "CLOUDWORKER_RESULT_EXPIRY_DAYS": "${ResultExpiryDays}",

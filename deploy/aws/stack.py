@@ -21,6 +21,7 @@ __all__ = [
     "MAX_TEMPLATE_BODY",
     "StackError",
     "compact",
+    "compact_data",
     "create_or_update",
     "delete",
     "find",
@@ -52,7 +53,12 @@ def compact(body: str) -> str:
     parser reads all of it; a value JSON cannot hold (an unquoted date) is a
     TypeError here, not a surprise in CloudFormation.
     """
-    return json.dumps(yaml.safe_load(body), separators=(",", ":"), ensure_ascii=False)
+    return compact_data(yaml.safe_load(body))
+
+
+def compact_data(template: Any) -> str:
+    """``template``, parsed, as compact JSON (what :func:`compact` sends)."""
+    return json.dumps(template, separators=(",", ":"), ensure_ascii=False)
 
 
 def find(cfn: Any, name: str) -> dict[str, Any] | None:
@@ -129,20 +135,26 @@ def create_or_update(
     *,
     exists: bool,
     tags: Mapping[str, str],
+    staged: Callable[[str], str] | None = None,
 ) -> bool:
     """Start creating or updating stack ``name``; return False when there is nothing to do.
 
     ``body`` is sent :func:`compact` (JSON): the size limit applies to what is sent.
+    A larger template goes by URL when ``staged`` is given: it stores the JSON (in
+    the stack's bucket) and returns the object's URL.
     """
     body = compact(body)
     size = len(body.encode())
+    template: dict[str, str] = {"TemplateBody": body}
     if size > MAX_TEMPLATE_BODY:
-        raise StackError(
-            f"the template is {size} bytes as compact JSON, more than {MAX_TEMPLATE_BODY}"
-        )
+        if staged is None:
+            raise StackError(
+                f"the template is {size} bytes as compact JSON, more than {MAX_TEMPLATE_BODY}"
+            )
+        template = {"TemplateURL": staged(body)}
     request: dict[str, Any] = {
         "StackName": name,
-        "TemplateBody": body,
+        **template,
         "Parameters": params,
         "Capabilities": ["CAPABILITY_IAM"],
         "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],

@@ -56,6 +56,9 @@ pytestmark = [
 
 STACK = "cwtest"
 PREFIX = f"{STACK}-"
+#: The stack's queue beside tasks (``up --queue``); a later update adds ``emails``,
+#: and with both the template is over CloudFormation's inline limit (sent by URL).
+OTHER_QUEUE = "reports.fifo"
 #: Where the test's AMI id is published (AWS's own parameters are under /aws/, reserved).
 IMAGE_PARAMETER = f"/{STACK}/debian-12-amd64"
 DEFAULT_IMAGE_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
@@ -160,11 +163,12 @@ def deployed(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) 
     up = deploy(
         env, "up", "--admin-cidr", "203.0.113.7/32", "--min-workers", "1",
         "--image-parameter", IMAGE_PARAMETER, "--template", str(template),
-        "--env-file", str(env_file),
+        "--env-file", str(env_file), "--queue", OTHER_QUEUE,
     )  # fmt: skip
     assert up.returncode == 0, up.stdout + up.stderr
     found = local_stack.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in found["Outputs"]}
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in found["Parameters"]}
 
     # The instance boots: the user data as CloudFormation substitutes it for this stack.
     boot_root = tmp / "instance"
@@ -181,6 +185,7 @@ def deployed(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) 
                 "ProjectVersion": outputs["ProjectVersion"],
                 "KmsKeyArn": "",
                 "KeyPrefix": "",
+                "WorkerQueues": parameters["WorkerQueues"],
             }
         )
     )
@@ -224,7 +229,7 @@ def test_up_reports_the_outputs_and_writes_the_client_env_file(deployed: Deploye
         ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    assert "CREATE_COMPLETE" in deployed.up.stdout
+    assert f"stack {STACK}: CREATE_COMPLETE" in deployed.up.stdout
     env = read_env_file(deployed.env_file)
     assert env["CLOUDWORKER_QUEUE_PREFIX"] == PREFIX
     assert env["CLOUDWORKER_BUCKET"] == out["Bucket"]
@@ -246,6 +251,57 @@ def test_the_stack_made_the_queues_and_the_dead_letter_redrive(
     assert int(attributes["ReceiveMessageWaitTimeSeconds"]) == 20
     names = {u.rsplit("/", 1)[-1] for u in sqs.list_queues(QueueNamePrefix=PREFIX)["QueueUrls"]}
     assert {f"{PREFIX}tasks", f"{PREFIX}tasks-dlq", f"{PREFIX}inbox-events"} <= names
+
+
+def queue_attributes(stack: LocalStack, name: str) -> dict[str, str]:
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=PREFIX + name)["QueueUrl"]
+    return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
+
+
+def test_up_made_the_other_queue_with_its_dead_letter_queue(
+    stack: LocalStack, deployed: Deployed
+) -> None:
+    """``--queue``: a queue as ``tasks`` is, redriven to a dead-letter queue of its own."""
+    attributes = queue_attributes(stack, OTHER_QUEUE)
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": f"arn:aws:sqs:{deployed.outputs['Region']}:123456789012:"
+        f"{PREFIX}reports-dlq.fifo",
+        "maxReceiveCount": 5,
+    }
+    assert attributes["FifoQueue"] == "true"
+    assert queue_attributes(stack, "reports-dlq.fifo")["FifoQueue"] == "true"
+    assert int(attributes["VisibilityTimeout"]) == int(deployed.outputs["VisibilityTimeout"])
+    stack_env = (deployed.boot_root / "etc/cloudworker/stack.env").read_text()
+    assert f"CLOUDWORKER_WORKER_QUEUES=tasks,{OTHER_QUEUE}\n" in stack_env
+    assert "CLOUDWORKER_CREATE_QUEUES=false\n" in stack_env
+
+
+def test_the_booted_worker_serves_every_queue_of_the_stack(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    """The worker unit's ``-Q`` names them all: a task routed to each is answered."""
+    env = {
+        **os.environ,
+        **deployed.env,
+        **read_env_file(deployed.env_file),
+        "PYTHONPATH": str(ROOT),
+    }
+    script = (
+        "import json, sys\n"
+        "from tasks import app\n"
+        "answers = {q: app.send_task('tasks.compute_stats', args=[[1, 2, n]], queue=q)"
+        ".get(timeout=120)['max'] for n, q in enumerate(sys.argv[1:], start=3)}\n"
+        "print(json.dumps(answers))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "tasks", OTHER_QUEUE],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"tasks": 3, OTHER_QUEUE: 4}
+    log = deployed.worker.log_file("worker").read_text()
+    assert f".> {OTHER_QUEUE} " in log  # Celery's banner: the queues the worker consumes
 
 
 def test_the_instances_get_the_user_data_the_test_booted(
@@ -365,6 +421,7 @@ def test_status_reports_the_stack_and_its_queues(stack: LocalStack, deployed: De
     assert f"stack {STACK}: CREATE_COMPLETE" in status.stdout
     assert f"version {deployed.outputs['ProjectVersion']}" in status.stdout
     assert "task queue: 0 waiting, 0 in flight; dead letters: 0" in status.stdout
+    assert f"queue {OTHER_QUEUE}: 0 waiting, 0 in flight; dead letters: 0" in status.stdout
     assert f"password in SSM {password_parameter(STACK)}" in status.stdout
 
 
@@ -392,7 +449,28 @@ def test_an_update_keeps_the_other_parameters_and_the_flower_password(
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in found["Parameters"]}
     assert parameters["AdminCidr"] == "203.0.113.7/32"  # not given again: kept
     assert parameters["NamePrefix"] == PREFIX
+    assert parameters["WorkerQueues"] == f"tasks,{OTHER_QUEUE}"  # no --queue: kept
+    assert queue_attributes(stack, OTHER_QUEUE)["FifoQueue"] == "true"
     assert password() == before
+
+
+def test_an_update_adds_a_queue_and_a_template_over_the_inline_limit_goes_by_url(
+    stack: LocalStack, deployed: Deployed
+) -> None:
+    up = deploy(
+        deployed.env, "up", "--queue", f"{OTHER_QUEUE},emails", "--template", str(deployed.template)
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "over CloudFormation's inline limit: sent as s3://" in up.stderr
+    found = stack.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+    assert found["StackStatus"] == "UPDATE_COMPLETE"
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in found["Parameters"]}
+    assert parameters["WorkerQueues"] == f"tasks,{OTHER_QUEUE},emails"
+    redrive = json.loads(queue_attributes(stack, "emails")["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(f":{PREFIX}emails-dlq")
+    assert queue_attributes(stack, OTHER_QUEUE)["FifoQueue"] == "true"  # kept
+    status = deploy(deployed.env, "status")
+    assert "queue emails: 0 waiting, 0 in flight; dead letters: 0" in status.stdout
 
 
 def test_the_installed_units_pass_systemd_analyze_verify(deployed: Deployed) -> None:

@@ -944,6 +944,7 @@ def sample_values(**more: str) -> dict[str, str]:
         "ProjectVersion": "0123456789ab",
         "KmsKeyArn": "",
         "KeyPrefix": "",
+        "WorkerQueues": "tasks",
         **more,
     }
 
@@ -990,14 +991,17 @@ def test_stack_env_carries_the_settings_a_worker_reads() -> None:
     assert (settings.kms_key, settings.s3_prefix) == (KEY_ARN, "team-a/")
 
 
-def test_worker_unit_runs_the_local_worker_command_on_the_task_queue() -> None:
+def test_worker_unit_runs_the_local_worker_command_on_the_stacks_queues() -> None:
     service = unit("cloudworker-worker.service")["Service"]
     command = shlex.split(service["ExecStart"].replace("%%", "%"))
     assert command[:4] == ["/opt/cloudworker/venv/bin/python", "-m", "celery", "-A"]
     local_options = {a.split("=")[0] for a in local.worker_command("w", 2)[3:] if a.startswith("-")}
     unit_options = {a.split("=")[0] for a in command if a.startswith("-")}
     assert local_options <= unit_options
-    assert command[command.index("-Q") + 1] == "${CLOUDWORKER_TASK_QUEUE}"
+    assert command[command.index("-Q") + 1] == "${CLOUDWORKER_WORKER_QUEUES}"
+    env = dict(line.split("=", 1) for line in render.stack_env(sample_values()).splitlines())
+    assert env["CLOUDWORKER_WORKER_QUEUES"] == "tasks"  # the template's WorkerQueues default
+    assert env["CLOUDWORKER_CREATE_QUEUES"] == "false"  # the role may create no task queue
     # systemd turns %% into %; Celery must then expand what is left to the host name.
     (hostname,) = [a.split("=", 1)[1] for a in command if a.startswith("--hostname=")]
     assert host_format(hostname) == f"worker@{socket.gethostname()}"
