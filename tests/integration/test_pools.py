@@ -1,12 +1,12 @@
-"""Every pool takes the same receive path (#25): solo, threads and gevent, beside prefork.
+"""Every pool takes the same receive path (#25): solo, threads, gevent and eventlet, beside prefork.
 
 Celery runs its event loop for every pool but gevent and eventlet; under those,
 kombu's synchronous receive delivered a batch whole, with none of the transport's
-steps (without ``Channel._get_bulk``, the gevent case fails: the task due in an
-hour is held, not sent back). Each pool here runs a worker of its own on a queue
+steps (without ``Channel._get_bulk``, the gevent and eventlet cases fail: the task due
+in an hour is held, not sent back). Each pool here runs a worker of its own on a queue
 of its own, and must: run a task; dead-letter one broken message alone, the
 message after it still run; and send a task due in an hour back to its queue,
-delayed, instead of holding it. (eventlet takes gevent's path; it is not installed.)
+delayed, instead of holding it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _raw(stack: LocalStack, url: str, *, eta: str | None = None) -> str:
     return task_id
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads", "gevent"])
+@pytest.mark.parametrize("pool", ["solo", "threads", "gevent", "eventlet"])
 def test_a_pool_without_an_event_loop_takes_the_transports_receive_path(
     stack: LocalStack, pool: str
 ) -> None:
