@@ -13,11 +13,13 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu import Queue
 
 from deploy import local
 from tests.integration.conftest import LocalStack
@@ -214,3 +216,18 @@ def test_every_metric_the_dashboard_draws_is_one_the_exporter_serves(
     # prometheus_client names a counter family without its _total suffix.
     served = families | {f"{name}_total" for name in families}
     assert sorted(EXPORTED - served) == []
+
+
+def test_a_queue_made_on_first_use_is_read_with_its_priority_lanes(
+    fleet: Workers, prometheus: str
+) -> None:
+    """The exporter finds every task queue, not only CLOUDWORKER_TASK_QUEUE: one routed to
+    and created on first use, its priority lane's task counted in it."""
+    routed = f"{QUEUE}-routed-{uuid.uuid4().hex[:8]}"
+    lanes = Queue(routed, routing_key=routed, queue_arguments={"x-max-priority": 10})
+    fleet.app.send_task("tests.add", args=[1, 2], queue=lanes, priority=0)
+    fleet.app.send_task("tests.add", args=[3, 4], queue=lanes, priority=9)
+    # No worker consumes it: both wait, one in the queue, one in its lane -p9.
+    settle(prometheus, f'celery_queue_length{{queue_name="{routed}"}}', [2.0])
+    settle(prometheus, f'cloudworker_dead_letter_queue_length{{queue_name="{routed}"}}', [0.0])
+    assert query(prometheus, f'celery_queue_length{{queue_name="{routed}-p9"}}') == []
