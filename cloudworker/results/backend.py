@@ -57,7 +57,11 @@ from cloudworker.codec import payload_prefix
 from cloudworker.errors import InvalidMessage
 from cloudworker.keys import group_key, result_key, result_payload_prefix, state_key
 from cloudworker.results.chords import ChordJoin
-from cloudworker.results.finishing import finished_in_background, stored_or_redelivered
+from cloudworker.results.finishing import (
+    finished_in_background,
+    stored_or_redelivered,
+    unstored,
+)
 from cloudworker.results.mailbox import is_stored_only, notice_state
 
 if TYPE_CHECKING:
@@ -609,8 +613,15 @@ class CloudworkerBackend(BaseBackend):  # type: ignore[misc]
         self.chords.add(chord_id, result.id, task.request if task is not None else None)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        if unstored(getattr(request, "id", None)):
+            return  # its message comes back: that run counts the part
         failed = state in states.PROPAGATE_STATES and isinstance(result, BaseException)
         self.chords.part_returned(request, result if failed else None)
+
+    def _call_task_errbacks(self, request: Any, exc: Any, traceback: Any) -> None:
+        """Celery's, unless the failure could not be stored: its redelivery calls them."""
+        if not unstored(getattr(request, "id", None)):
+            super()._call_task_errbacks(request, exc, traceback)
 
     def _save_group(self, group_id: str, result: Any) -> Any:
         self.services.store().put(

@@ -39,9 +39,10 @@ A result stored by the pool process itself (a failure, or any result with the
 background off) that S3 refuses is handled the same way: Celery would take the
 error for a crash of the worker (an ERROR with a traceback) and delete the
 message, leaving no result. :func:`redelivering` wraps each task's tracer
-instead: the refusal is logged as a warning, and the message is rejected with
-requeue (Celery's ``Reject``), so SQS delivers it again at once; after five
-receives the redrive policy dead-letters it.
+instead: the refusal is logged as a warning, the chord count and the errbacks
+that would follow the store are left to the next run (:func:`unstored`), and the
+message is rejected with requeue (Celery's ``Reject``), so SQS delivers it again
+at once; after five receives the redrive policy dead-letters it.
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ from cloudworker.queues import QueueService
 if TYPE_CHECKING:
     from cloudworker.settings import Settings
 
-__all__ = ["ResultFinisher", "finished_in_background", "redelivering", "stored_or_redelivered"]
+__all__ = [
+    "ResultFinisher",
+    "finished_in_background",
+    "redelivering",
+    "stored_or_redelivered",
+    "unstored",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +121,13 @@ def stored_or_redelivered(task_id: str, store: Callable[[], None]) -> None:
             exc,
         )
         run.unstored = " ".join(str(exc).split())[:500]
+
+
+def unstored(task_id: str | None) -> bool:
+    """Whether this is a worker's run of ``task_id`` whose result S3 refused: what
+    follows the store (a chord's count, the errbacks) waits for the redelivery."""
+    run = _RUN.get()
+    return run is not None and run.task_id == task_id and run.unstored is not None
 
 
 def redelivering(tracer: Callable[..., Any]) -> Callable[..., Any]:

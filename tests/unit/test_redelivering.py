@@ -8,7 +8,7 @@ import pytest
 from celery import states
 from celery.exceptions import Reject
 
-from cloudworker.results.finishing import redelivering, stored_or_redelivered
+from cloudworker.results.finishing import redelivering, stored_or_redelivered, unstored
 
 
 def refused() -> None:
@@ -45,3 +45,18 @@ def test_another_tasks_store_and_a_store_outside_a_run_raise() -> None:
         redelivering(tracer_storing("other", refused))("t1", [], {})
     with pytest.raises(PermissionError):
         stored_or_redelivered("t1", refused)
+
+
+def test_what_follows_a_refused_store_in_the_run_waits_for_the_redelivery() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def tracer(uuid: str, args: Any, kwargs: Any, request: Any = None) -> Any:
+        seen.append(("before", unstored("t1")))
+        stored_or_redelivered("t1", refused)
+        seen.append(("after", unstored("t1")))
+        seen.append(("another task", unstored("t2")))
+        return ("R", None, 0.5, "'R'")
+
+    redelivering(tracer)("t1", [], {})
+    assert seen == [("before", False), ("after", True), ("another task", False)]
+    assert unstored("t1") is False  # outside the run
