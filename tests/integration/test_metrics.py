@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Queue
+from kombu.entity import Queue
 
 from deploy import local
 from tests.integration.conftest import LocalStack
@@ -224,7 +224,7 @@ def test_a_queue_made_on_first_use_is_read_with_its_priority_lanes(
     """The exporter finds every task queue, not only CLOUDWORKER_TASK_QUEUE: one routed to
     and created on first use, its priority lane's task counted in it."""
     routed = f"{QUEUE}-routed-{uuid.uuid4().hex[:8]}"
-    lanes = Queue(routed, routing_key=routed, queue_arguments={"x-max-priority": 10})
+    lanes = Queue(routed, routing_key=routed, queue_arguments={"x-max-priority": 10})  # type: ignore[no-untyped-call]
     fleet.app.send_task("tests.add", args=[1, 2], queue=lanes, priority=0)
     fleet.app.send_task("tests.add", args=[3, 4], queue=lanes, priority=9)
     # No worker consumes it: both wait, one in the queue, one in its lane -p9.
