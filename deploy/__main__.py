@@ -5,6 +5,7 @@ python -m deploy local down
 python -m deploy local running      # exit 0 if the local endpoint is running
 python -m deploy provision [--queue NAME ...]   # against the environment's endpoint/credentials
 python -m deploy aws up|status|env|down|render   # the stack on AWS (deploy/aws/README.md)
+python -m deploy schedules --app MODULE --role-arn ARN [--remove]   # beat_schedule, no beat
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from cloudworker.settings import load as load_settings
-from deploy import local
+from deploy import local, schedules
 from deploy.aws import cli as aws_cli
 from deploy.endpoints import ENDPOINT_VARIABLE
 from deploy.provision import ProvisioningConflict, provision
@@ -48,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         "with its dead-letter queue; repeat for more",
     )
     aws_cli.add_parser(commands)
+    schedules.add_arguments(
+        commands.add_parser(
+            "schedules", help="the app's beat_schedule as EventBridge Scheduler schedules"
+        )
+    )
     args = parser.parse_args(argv)
 
     if args.command == "aws":
         return aws_cli.run(args)
+    if args.command == "schedules":
+        return schedules.run(args)
 
     if args.command == "provision":
         from cloudworker import aws  # the boto3 client factory with timeouts

@@ -1,9 +1,9 @@
 """The local AWS endpoints a local stack can run: moto (the default) and ministack.
 
-Both are real HTTP servers speaking the SQS, S3 and SNS wire protocols, on
-loopback, holding everything in memory. They are chosen with
-``CLOUDWORKER_LOCAL_ENDPOINT`` (``moto`` or ``ministack``) when a stack starts
-(``make up``, ``make demo``, the tests); everything after that talks to the
+Both are real HTTP servers speaking the SQS, S3 and SNS wire protocols (and EventBridge
+Scheduler's, for ``python -m deploy schedules``), on loopback, holding everything in
+memory. They are chosen with ``CLOUDWORKER_LOCAL_ENDPOINT`` (``moto`` or ``ministack``)
+when a stack starts (``make up``, ``make demo``, the tests); everything after that talks to the
 endpoint only through the AWS API, so readiness is probed that way too (an SQS
 ``ListQueues`` answered), not through an emulator's own admin route.
 
@@ -58,7 +58,7 @@ class Endpoint:
         return {
             "GATEWAY_PORT": str(port),
             "BIND_HOST": "127.0.0.1",
-            "SERVICES": "sqs,s3,sns",
+            "SERVICES": "sqs,s3,sns,scheduler",  # scheduler: python -m deploy schedules
             "S3_PERSIST": "0",
             "LOG_LEVEL": "WARNING",
         }

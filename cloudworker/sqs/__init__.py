@@ -98,6 +98,7 @@ from cloudworker.queues import (
 from cloudworker.sqs.batch_sends import BatchingClient, current_batch
 from cloudworker.sqs.fanout import FanoutChannel
 from cloudworker.sqs.priority_lanes import PriorityLanes
+from cloudworker.sqs.scheduled import scheduled_id
 
 __all__ = ["Channel", "QueueNotProvisioned", "Transport"]
 
@@ -292,6 +293,7 @@ class Channel(FanoutChannel):
         if problem is not None:
             raise InvalidMessage(problem)
         payload = super()._envelope_payload(payload, raw_text, message, q_url)  # type: ignore[no-untyped-call]
+        scheduled_id(payload, message.get("MessageId"))  # one id per schedule firing
         # What AMQP calls redelivered, and Celery hands tasks as
         # request.delivery_info["redelivered"]: SQS has handed this message out
         # before (kombu fetches ApproximateReceiveCount and leaves the flag unset).
