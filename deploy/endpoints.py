@@ -48,7 +48,8 @@ class Endpoint:
     def command(self, port: int, environ: Mapping[str, str]) -> list[str]:
         """The command line that serves SQS, S3 and SNS on ``127.0.0.1:port``."""
         if self.name == "moto":
-            return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+            # moto with its FIFO long poll made SQS's (deploy/moto_server.py).
+            return [sys.executable, "-m", "deploy.moto_server", "-H", "127.0.0.1", "-p", str(port)]
         return [_ministack_executable(environ)]
 
     def environment(self, port: int) -> dict[str, str]:
