@@ -29,6 +29,9 @@ def test_a_long_poll_gets_the_next_message_of_a_group_freed_meanwhile(
 
     original = moto_server._moto_receive
     monkeypatch.setattr(moto_server, "_moto_receive", moto_receive)
+    # In-process moto only: a session's local stack may have set the endpoint.
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS"):
+        monkeypatch.delenv(name, raising=False)
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         url = sqs.create_queue(
