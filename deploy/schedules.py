@@ -126,7 +126,7 @@ def _cron(tab: crontab) -> str:
     return f"cron({minute} {hour} {day} {month} {weekday} *)"
 
 
-def entries(app: Celery, settings: Settings) -> list[Entry]:
+def entries(app: Celery) -> list[Entry]:
     """The app's ``beat_schedule`` as schedules, or :class:`ScheduleError` naming the entry."""
     found: list[Entry] = []
     names: dict[str, str] = {}
@@ -202,7 +202,7 @@ def sync(
     remove: bool = False,
 ) -> tuple[list[Entry], list[str]]:
     """Make the group's schedules the app's entries; return them and the names deleted."""
-    wanted = [] if remove else entries(app, settings)
+    wanted = [] if remove else entries(app)
     group = group_name(settings)
     listed = scheduler.list_schedule_groups(NamePrefix=group).get("ScheduleGroups", [])
     if group not in {found["Name"] for found in listed}:

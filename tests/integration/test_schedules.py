@@ -76,7 +76,7 @@ def test_each_message_a_schedule_sends_runs_as_a_task_of_its_own(
     fleet.app.conf.beat_schedule = {
         "tick": {"task": "tests.record", "schedule": 60, "args": [[1], str(marker)]}
     }
-    (entry,) = entries(fleet.app, fleet.app.services.settings)
+    (entry,) = entries(fleet.app)
     sqs = local_stack.client("sqs")
     url = sqs.get_queue_url(QueueName=fleet.app.services.settings.task_queue_name)["QueueUrl"]
     sent = [sqs.send_message(QueueUrl=url, MessageBody=entry.body)["MessageId"] for _ in (1, 2)]

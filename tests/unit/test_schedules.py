@@ -11,7 +11,6 @@ import pytest
 from celery import Celery
 from celery.schedules import crontab, schedule
 
-from cloudworker.settings import Settings
 from cloudworker.sqs.scheduled import SCHEDULE_HEADER, scheduled_id
 from deploy.schedules import PLACEHOLDER_ID, ScheduleError, entries, expression
 
@@ -73,7 +72,7 @@ def test_an_entry_becomes_the_message_the_app_would_send_marked_as_scheduled() -
         },
         timezone="Europe/Paris",
     )
-    (entry,) = entries(app, Settings())
+    (entry,) = entries(app)
     assert (entry.name, entry.expression, entry.timezone) == (
         "nightly-report",
         "cron(0 3 * * ? *)",
@@ -102,7 +101,7 @@ def test_an_entrys_priority_goes_to_its_lane_on_a_queue_with_lanes() -> None:
         task_queue_max_priority=10,
         task_default_queue="tasks",
     )
-    (entry,) = entries(app, Settings())
+    (entry,) = entries(app)
     assert entry.queue == "tasks-p9"
 
 
@@ -118,7 +117,7 @@ def test_options_fixed_at_the_sync_are_refused_naming_the_entry(
 ) -> None:
     app = app_with({"tick": {"task": "shop.ping", "schedule": 60, "options": options}})
     with pytest.raises(ScheduleError, match=f"beat_schedule entry 'tick': {reason}"):
-        entries(app, Settings())
+        entries(app)
 
 
 def test_each_firing_gets_a_task_id_of_its_own_and_each_delivery_of_one_the_same() -> None:
@@ -148,4 +147,4 @@ def test_a_message_without_a_schedules_name_keeps_its_id() -> None:
 def test_an_entry_for_a_fifo_queue_is_refused() -> None:
     app = app_with({"tick": {"task": "shop.ping", "schedule": 60, "options": {"queue": "o.fifo"}}})
     with pytest.raises(ScheduleError, match=r"queue o\.fifo is a FIFO queue"):
-        entries(app, Settings())
+        entries(app)
