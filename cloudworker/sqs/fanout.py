@@ -197,9 +197,7 @@ class FanoutChannel(SQS.Channel):
         fanout = bool(exchange) and self._exchange_is_fanout(exchange)
         if fanout:
             with contextlib.suppress(Exception):  # stale: gone with the queue, or reaped
-                self.fanout.subscriptions.unsubscribe_queue(
-                    queue_name=queue, exchange_name=exchange
-                )
+                self._unsubscribe(queue, exchange)
         self._queue_cache.pop(qname, None)
         old = receivers.pop(queue)
         try:
@@ -212,6 +210,15 @@ class FanoutChannel(SQS.Channel):
         else:
             log.warning("receiver queue %s had been deleted; created it again", qname)
         return True
+
+    def _unsubscribe(self, queue: str, exchange: str) -> None:
+        """kombu's ``unsubscribe_queue`` without its ERROR log: the callers here expect a
+        refusal (a subscription gone with its queue, an endpoint fault) and say what
+        they do about it themselves."""
+        subscriptions = self.fanout.subscriptions
+        arn = subscriptions._subscription_arn_cache.pop(f"{exchange}:{queue}", None)
+        if arn:
+            subscriptions._unsubscribe_sns_subscription(arn)
 
     # kombu deletes the reply queue after each request; SQS then refuses its name for 60 s.
     def after_reply_message_received(self, queue: str) -> None:
@@ -227,9 +234,7 @@ class FanoutChannel(SQS.Channel):
                 exchange = None
             try:
                 if exchange is not None and self._exchange_is_fanout(exchange):
-                    self.fanout.subscriptions.unsubscribe_queue(
-                        queue_name=queue, exchange_name=exchange
-                    )
+                    self._unsubscribe(queue, exchange)
                 self.sqs().delete_queue(QueueUrl=receiver.url)
             except Exception as exc:  # noqa: BLE001 - the reaper deletes it later
                 log.warning("could not delete receiver queue %s: %s", receiver.url, exc)
