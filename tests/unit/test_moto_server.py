@@ -50,3 +50,23 @@ def test_a_long_poll_gets_the_next_message_of_a_group_freed_meanwhile(
         sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])  # group freed
         poll.join()
     assert [m["Body"] for m in got["Messages"]] == ["second"]
+
+
+def test_a_publish_reaches_the_live_queues_when_a_subscribed_queue_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto's own failed the whole Publish (NonExistentQueue); SNS drops that delivery."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        sns = boto3.client("sns", region_name="us-east-1")
+        topic = sns.create_topic(Name="t")["TopicArn"]
+        urls = [sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("gone", "live")]
+        for url in urls:
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"])
+        sqs.delete_queue(QueueUrl=urls[0])
+        sns.publish(TopicArn=topic, Message="hello")
+        (received,) = sqs.receive_message(QueueUrl=urls[1])["Messages"]
+    assert '"Message": "hello"' in received["Body"]
